@@ -1,0 +1,3 @@
+from orchestrator_cli.cli import main
+
+main()

@@ -1,0 +1,143 @@
+"""Settings: flags beat the environment, which beats `.env`, which beats the defaults.
+
+No instance is created at import time; `load_settings()` builds and validates one, turning every
+problem into a `ConfigError` that names the environment variable (or the flag) to fix.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import platformdirs
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orchestrator_cli.errors import ConfigError
+
+APP_NAME = "orch"
+ALPACA_DATA_HOST = "data.alpaca.markets"
+
+PriceSourceName = Literal["alpaca", "file", "redis"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+def data_dir() -> Path:
+    """The per-user directory for the default SQLite database and the sandbox state."""
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def default_database_url() -> str:
+    """A SQLite file in the user's data directory."""
+    return f"sqlite:///{data_dir() / 'orch.db'}"
+
+
+def _check_http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {value!r}")
+    return value.rstrip("/")
+
+
+class Settings(BaseSettings):
+    """Every knob of `orch`; field names are the environment variable names, lower-cased."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    signal_service_url: str = "http://localhost:8001"
+    execution_gateway_url: str = "http://localhost:8002"
+    database_url: str = Field(default_factory=default_database_url)
+    capital: Decimal = Field(default=Decimal("100000"), gt=0, allow_inf_nan=False)
+    max_position_size: Decimal = Field(default=Decimal("20000"), gt=0, allow_inf_nan=False)
+    strategy_id: str = Field(default="alpha_baseline", pattern=r"^[A-Za-z0-9_.-]{1,100}$")
+    dry_run: bool = False
+    log_level: LogLevel = "INFO"
+
+    price_source: PriceSourceName = "alpaca"
+    market_data_url: str = "https://data.alpaca.markets"
+    alpaca_api_key_id: SecretStr | None = None
+    alpaca_api_secret_key: SecretStr | None = None
+    prices_file: Path | None = None
+    max_price_age_seconds: int = Field(default=60, gt=0)
+
+    http_timeout_seconds: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    http_max_attempts: int = Field(default=3, ge=1, le=10)
+    order_concurrency: int = Field(default=8, ge=1, le=64)
+
+    sandbox_state_file: Path | None = None
+
+    @field_validator("signal_service_url", "execution_gateway_url", "market_data_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _check_http_url(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql:", "postgresql+")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("price_source", mode="before")
+    @classmethod
+    def _lower_source(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by `***`, for output and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _describe(loc: tuple[int | str, ...], flags: dict[str, str]) -> str:
+    if not loc:
+        return "configuration"
+    field = str(loc[0])
+    if field in flags:
+        return flags[field]
+    return field.upper()
+
+
+def load_settings(flags: dict[str, Any] | None = None, **flag_names: str) -> Settings:
+    """Build validated settings; `flags` are command-line values (None means not given).
+
+    `flag_names` maps a field to the flag spelling used in error messages (e.g.
+    `capital="--capital"`); a field given by flag is reported by its flag, else by its variable.
+    """
+    given = {key: value for key, value in (flags or {}).items() if value is not None}
+    named = {field: flag_names.get(field, f"--{field.replace('_', '-')}") for field in given}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            where = _describe(tuple(err["loc"]), named)
+            message = str(err["msg"]).removeprefix("Value error, ")
+            if where == "configuration":
+                problems.append(message)
+            else:
+                problems.append(f"{where}: {message}")
+        raise ConfigError(
+            "invalid configuration: " + "; ".join(problems) + " (fix the flag, variable or .env)"
+        ) from exc

@@ -1,0 +1,392 @@
+"""Pydantic models for the data that crosses a boundary: HTTP payloads, plans and run results.
+
+Numbers from the wire are parsed as `Decimal` (see `parse_json`), never through float, and a
+number field refuses strings, booleans and non-finite values: a payload that breaks the
+contract is a bad payload, not something to coerce.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+)
+
+SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,15}$"
+CLIENT_ORDER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,24}$"
+
+
+def _reject_constant(name: str) -> Decimal:
+    raise ValueError(f"non-finite number {name} in JSON")
+
+
+def parse_json(text: str | bytes) -> Any:
+    """Parse JSON with every non-integer number as Decimal; NaN/Infinity literals are refused."""
+    return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+
+
+def _wire_number(value: Any) -> Any:
+    """Accept an int or Decimal (or float from Python callers); refuse str, bool and None."""
+    if isinstance(value, bool) or not isinstance(value, int | Decimal | float):
+        raise ValueError("must be a JSON number")
+    number = value if isinstance(value, Decimal) else Decimal(str(value))
+    if not number.is_finite():
+        raise ValueError("must be a finite number")
+    return number
+
+
+def _wire_int(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+def _decimal_string(value: Any) -> Any:
+    """Accept a decimal given as a string or number (gateway quantities and prices)."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError("must be a decimal number or string")
+    try:
+        number = Decimal(str(value)) if not isinstance(value, Decimal) else value
+    except ArithmeticError as exc:
+        raise ValueError(f"not a decimal: {value!r}") from exc
+    if not number.is_finite():
+        raise ValueError("must be finite")
+    return number
+
+
+WireDecimal = Annotated[Decimal, BeforeValidator(_wire_number)]
+WireInt = Annotated[int, BeforeValidator(_wire_int)]
+DecimalText = Annotated[Decimal, BeforeValidator(_decimal_string)]
+Symbol = Annotated[str, Field(pattern=SYMBOL_PATTERN)]
+
+
+def json_number(value: Decimal) -> float | int:
+    """A Decimal for a JSON number field (weights, returns): int when integral, else float."""
+    if value == value.to_integral_value():
+        return int(value)
+    return float(value)
+
+
+MoneyOut = Annotated[
+    Decimal, PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json")
+]
+NumberOut = Annotated[
+    Decimal, PlainSerializer(json_number, return_type=float | int, when_used="json")
+]
+
+
+def _in_unit_range(value: Decimal) -> Decimal:
+    if not Decimal(-1) <= value <= Decimal(1):
+        raise ValueError("target_weight must be within [-1, 1]")
+    return value
+
+
+Weight = Annotated[WireDecimal, AfterValidator(_in_unit_range)]
+
+
+class _Wire(BaseModel):
+    """Tolerates unknown extra fields from a newer service; required ones must be there."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# --- Signal Service -------------------------------------------------------------------------
+
+
+class SignalRequest(BaseModel):
+    symbols: list[Symbol] = Field(min_length=1)
+    as_of_date: date | None = None
+    top_n: int | None = Field(default=None, ge=0)
+    bottom_n: int | None = Field(default=None, ge=0)
+
+
+class Signal(_Wire):
+    symbol: Symbol
+    predicted_return: WireDecimal
+    rank: WireInt
+    target_weight: Weight
+
+
+class SignalMetadata(_Wire):
+    as_of_date: date
+    model_version: str
+    strategy: str
+    num_signals: WireInt
+    generated_at: datetime
+    top_n: int | None = None
+    bottom_n: int | None = None
+
+
+class SignalResponse(_Wire):
+    signals: list[Signal]
+    metadata: SignalMetadata
+
+
+# --- Execution Gateway ----------------------------------------------------------------------
+
+OrderSide = Literal["buy", "sell"]
+
+
+class OrderRequest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    symbol: Symbol
+    side: OrderSide
+    qty: int = Field(gt=0)
+    order_type: Literal["market", "limit", "stop", "stop_limit"] = "market"
+    time_in_force: Literal["day", "gtc", "ioc", "fok"] = "day"
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    client_order_id: str = Field(pattern=CLIENT_ORDER_ID_PATTERN)
+
+    def wire(self) -> dict[str, Any]:
+        """The JSON body the gateway expects (decimals as strings)."""
+        return self.model_dump(mode="json")
+
+
+class OrderAck(_Wire):
+    """The gateway's 200 answer to `POST /api/v1/orders`."""
+
+    client_order_id: str
+    status: str
+    broker_order_id: str | None = None
+    symbol: str | None = None
+    side: str | None = None
+    qty: DecimalText | None = None
+    message: str | None = None
+
+
+class OrderDetail(_Wire):
+    """`GET /api/v1/orders/{client_order_id}`."""
+
+    client_order_id: str
+    status: str
+    broker_order_id: str | None = None
+    symbol: str | None = None
+    side: str | None = None
+    qty: DecimalText | None = None
+    filled_qty: DecimalText | None = None
+    filled_avg_price: DecimalText | None = None
+    filled_at: datetime | None = None
+    error_message: str | None = None
+
+
+class Position(_Wire):
+    symbol: str
+    qty: DecimalText
+
+
+class PositionsResponse(_Wire):
+    positions: list[Position]
+
+
+class GatewayHealth(_Wire):
+    status: Literal["healthy", "degraded", "unhealthy"]
+    dry_run: bool | None = None
+    database_connected: bool | None = None
+
+
+class KillSwitchStatus(_Wire):
+    state: Literal["ACTIVE", "ENGAGED"]
+
+
+class GatewayConfig(_Wire):
+    service: str | None = None
+    version: str | None = None
+    environment: str | None = None
+    dry_run: bool
+    alpaca_paper: bool
+    circuit_breaker_enabled: bool | None = None
+
+
+# --- Order outcomes -------------------------------------------------------------------------
+
+
+class OutcomeKind(StrEnum):
+    """How `orch` counts an order's state; the gateway's own string is kept beside it."""
+
+    PLANNED = "planned"  # recorded, not yet answered (or never sent: dry run)
+    ACCEPTED = "accepted"  # the gateway took it (includes its own dry_run mode)
+    REJECTED = "rejected"  # the gateway or broker refused it (400/409/422, rejected, failed...)
+    BLOCKED = "blocked"  # kill switch / circuit breaker / auth: not taken, run stopped sending
+    UNKNOWN = "unknown"  # the request may have reached the gateway; settle with GET by id
+    NOT_SENT = "not_sent"  # deliberately never sent (run stopped before it)
+
+
+ACCEPTED_STATUSES = frozenset(
+    {
+        "pending_new",
+        "new",
+        "accepted",
+        "partially_filled",
+        "filled",
+        "done_for_day",
+        "replaced",
+        "stopped",
+        "pending_cancel",
+        "pending_replace",
+        "calculated",
+        "submitted",
+        "scheduled",
+        "dry_run",
+    }
+)
+REJECTED_STATUSES = frozenset({"rejected", "canceled", "expired", "suspended", "failed"})
+BLOCKED_STATUSES = frozenset({"blocked_kill_switch", "blocked_circuit_breaker"})
+
+
+def classify_status(status: str) -> OutcomeKind:
+    """Map a gateway status string to how it counts; unrecognised strings are UNKNOWN."""
+    if status in ACCEPTED_STATUSES:
+        return OutcomeKind.ACCEPTED
+    if status in REJECTED_STATUSES:
+        return OutcomeKind.REJECTED
+    if status in BLOCKED_STATUSES:
+        return OutcomeKind.BLOCKED
+    return OutcomeKind.UNKNOWN
+
+
+class SubmitOutcome(BaseModel):
+    """What happened to one order submission, as recorded in the audit trail."""
+
+    model_config = ConfigDict(frozen=True)
+
+    client_order_id: str
+    kind: OutcomeKind
+    order_status: str  # gateway status string, or a local one: rejected/blocked/unknown/...
+    broker_order_id: str | None = None
+    message: str | None = None
+    http_status: int | None = None
+    stops_run: bool = False  # True for kill switch / circuit breaker / auth: send nothing more
+    sent: bool = True  # False when the request never left (e.g. connect refused)
+
+
+# --- Prices ---------------------------------------------------------------------------------
+
+
+class PriceQuote(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    symbol: str
+    price: Decimal
+    timestamp: AwareDatetime
+    source: str
+
+
+class PriceBook(BaseModel):
+    """Prices for a run: a quote per usable symbol, a reason per unusable one."""
+
+    quotes: dict[str, PriceQuote] = Field(default_factory=dict)
+    problems: dict[str, str] = Field(default_factory=dict)
+
+    def reason(self, symbol: str) -> str:
+        return self.problems.get(symbol, "no price returned")
+
+
+# --- Plan -----------------------------------------------------------------------------------
+
+
+class SkipReason(StrEnum):
+    ZERO_WEIGHT = "zero_weight"
+    QTY_LESS_THAN_ONE_SHARE = "qty_less_than_one_share"
+    PRICE_UNAVAILABLE = "price_unavailable"
+    ALREADY_AT_TARGET = "already_at_target"
+
+
+class PlannedMapping(BaseModel):
+    """One signal turned into (at most) one order; output of the pure sizing module."""
+
+    model_config = ConfigDict(frozen=True)
+
+    symbol: str
+    predicted_return: Decimal
+    rank: int
+    target_weight: Decimal
+    price: Decimal | None
+    price_timestamp: datetime | None
+    current_qty: Decimal
+    target_dollars: Decimal | None
+    target_qty: int | None
+    order_qty: int  # absolute number of shares to order; 0 when skipped
+    order_side: OrderSide | None
+    skip_reason: SkipReason | None
+    skip_detail: str | None = None
+
+    @property
+    def needs_order(self) -> bool:
+        return self.order_qty > 0
+
+
+# --- Run results (what `orch run --json` and `orch runs show --json` print) ----------------
+
+RunStatus = Literal["running", "completed", "partial", "failed"]
+
+
+class MappingResult(BaseModel):
+    symbol: str
+    predicted_return: NumberOut | None
+    rank: int | None
+    target_weight: NumberOut | None
+    price: MoneyOut | None
+    current_qty: NumberOut
+    target_qty: int | None
+    order_qty: int | None
+    order_side: OrderSide | None
+    client_order_id: str | None
+    order_status: str | None
+    skip_reason: str | None
+    detail: str | None = None
+    broker_order_id: str | None = None
+    filled_qty: NumberOut | None = None
+    filled_avg_price: MoneyOut | None = None
+
+
+class RunSummary(BaseModel):
+    run_id: uuid.UUID
+    strategy_id: str
+    as_of_date: date
+    status: RunStatus
+    dry_run: bool
+    num_signals: int
+    num_orders_submitted: int
+    num_orders_accepted: int
+    num_orders_rejected: int
+    duration_seconds: float | None
+    error_message: str | None
+    started_at: datetime | None = None
+    num_orders_blocked: int = 0
+    num_orders_unknown: int = 0
+
+
+class RunResult(RunSummary):
+    mappings: list[MappingResult] = Field(default_factory=list)
+
+
+class RunPage(BaseModel):
+    runs: list[RunSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+def symbols_from(values: Iterable[str]) -> list[str]:
+    """Normalise user-given symbols: strip, upper-case, drop blanks, keep first occurrence."""
+    seen: dict[str, None] = {}
+    for raw in values:
+        symbol = raw.strip().upper()
+        if symbol:
+            seen.setdefault(symbol, None)
+    return list(seen)

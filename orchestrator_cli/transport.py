@@ -1,0 +1,178 @@
+"""One HTTP transport for every service client: pooled session, timeout, tenacity retries.
+
+Retried (transient): connection errors, timeouts, 429 (honouring `Retry-After`) and 502/503/504
+unless the body says a kill switch or circuit breaker is engaged (retrying that cannot help).
+Never retried: any other 4xx or 5xx. A retried POST is safe only because every order carries a
+deterministic `client_order_id` that the gateway de-duplicates; the signal request has no side
+effect. Bodies are serialised once, so the bytes sent are the bytes a request signer hashes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+)
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+HALT_MARKERS = ("kill-switch", "kill switch", "circuit breaker")
+
+
+def is_halt_response(response: requests.Response) -> bool:
+    """True for a 503 that reports an engaged kill switch or tripped circuit breaker."""
+    if response.status_code != 503:
+        return False
+    text = response.text.lower()
+    return any(marker in text for marker in HALT_MARKERS)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP date); None if absent."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+class TransientStatusError(Exception):
+    """A retryable HTTP status; carries the response so the last one can be returned."""
+
+    def __init__(self, response: requests.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+        self.retry_after = parse_retry_after(response.headers.get("Retry-After"))
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, TransientStatusError | requests.ConnectionError | requests.Timeout)
+
+
+def never_sent(exc: BaseException) -> bool:
+    """True when a transport error proves the request never reached the server."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError):
+        text = repr(exc.args[0]) if exc.args else ""
+        return "NewConnectionError" in text or "Connection refused" in text
+    return False
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short, secret-free description of a transport failure."""
+    if isinstance(exc, TransientStatusError):
+        return f"HTTP {exc.response.status_code}"
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    if isinstance(exc, requests.ConnectionError):
+        return "connection failed" if never_sent(exc) else "connection lost"
+    return type(exc).__name__
+
+
+@dataclass
+class HttpClient:
+    """Base URL + pooled session + retry policy; `sleep` is injectable so tests never wait."""
+
+    service: str
+    base_url: str
+    timeout: float
+    max_attempts: int = 3
+    session: requests.Session = field(default_factory=requests.Session)
+    sleep: Callable[[float], None] = time.sleep
+    max_retry_wait: float = 30.0
+    base_backoff: float = 0.25
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TransientStatusError) and exc.retry_after is not None:
+            return min(exc.retry_after, self.max_retry_wait)
+        backoff = self.base_backoff * (2 ** (state.attempt_number - 1))
+        return min(backoff + random.uniform(0, self.base_backoff), self.max_retry_wait)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        logger.warning(
+            "%s: %s (attempt %d of %d), retrying in %.2fs",
+            self.service,
+            describe_error(exc) if exc else "error",
+            state.attempt_number,
+            self.max_attempts,
+            wait,
+        )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        """Send with retries; returns the final response (possibly a retryable status).
+
+        Raises `requests.RequestException` when the last attempt failed in transport.
+        """
+        url = f"{self.base_url}{path}"
+        body = None
+        all_headers = {"Accept": "application/json", **(headers or {})}
+        if json_body is not None:
+            body = json.dumps(json_body, separators=(",", ":")).encode()
+            all_headers["Content-Type"] = "application/json"
+
+        def attempt() -> requests.Response:
+            response = self.session.request(
+                method, url, data=body, params=params, headers=all_headers, timeout=self.timeout
+            )
+            if response.status_code in RETRYABLE_STATUSES and not is_halt_response(response):
+                raise TransientStatusError(response)
+            return response
+
+        retrying = Retrying(
+            retry=retry_if_exception(_is_transient),
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self._wait,
+            sleep=self.sleep,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except TransientStatusError as exc:
+            return exc.response
+
+
+def make_session(pool_size: int, auth: requests.auth.AuthBase | None = None) -> requests.Session:
+    """A session with a connection pool big enough for `pool_size` concurrent requests."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(pool_size, 4), max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = "orch/0.1"
+    if auth is not None:
+        session.auth = auth
+    return session
