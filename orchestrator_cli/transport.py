@@ -109,12 +109,12 @@ class HttpClient:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, TransientStatusError) and exc.retry_after is not None:
             return min(exc.retry_after, self.max_retry_wait)
-        backoff = self.base_backoff * (2 ** (state.attempt_number - 1))
+        backoff: float = self.base_backoff * 2 ** (state.attempt_number - 1)
         return min(backoff + random.uniform(0, self.base_backoff), self.max_retry_wait)
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        wait = state.next_action.sleep if state.next_action else 0.0
+        wait = float(state.next_action.sleep) if state.next_action else 0.0
         logger.warning(
             "%s: %s (attempt %d of %d), retrying in %.2fs",
             self.service,

@@ -1,0 +1,368 @@
+"""Price sources behind one Protocol; each returns a `PriceBook` and never invents a price.
+
+A quote is usable only when it is finite, positive, no older than `MAX_PRICE_AGE_SECONDS` and
+at most 5 s in the future (`check_quote`). Every unusable symbol gets a reason in the book, so
+the plan can say why it was skipped. A failure of the source as a whole (refused credentials,
+a service error, an unreadable answer) raises `PriceSourceError`; a bad `PRICES_FILE` raises
+`ConfigError` when the source is built, before any service is contacted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import requests
+
+from orchestrator_cli.config import ALPACA_DATA_HOST, Settings
+from orchestrator_cli.errors import ConfigError, PriceSourceError
+from orchestrator_cli.schemas import SYMBOL_PATTERN, PriceBook, PriceQuote
+from orchestrator_cli.transport import RETRYABLE_STATUSES, HttpClient, describe_error
+
+MAX_FUTURE_SKEW = timedelta(seconds=5)
+
+# RFC 3339: date, time, 1-9 fractional digits, and a zone (Z or an offset) that may be absent
+# here only so that a naive timestamp gets its own, clearer reason.
+_TIMESTAMP = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:?\d{2})?"
+)
+
+
+class PriceSource(Protocol):
+    name: str
+
+    def fetch_prices(self, symbols: Sequence[str], *, now: datetime) -> PriceBook:
+        """Quotes for the usable symbols and a reason for every other one."""
+        ...
+
+
+def _seconds(delta: timedelta) -> str:
+    return f"{delta.total_seconds():.3f}".rstrip("0").rstrip(".")
+
+
+def check_quote(
+    price: Decimal, timestamp: datetime, *, now: datetime, max_age: timedelta
+) -> str | None:
+    """Why a quote is unusable (not finite, <= 0, older than max_age, > 5 s ahead), or None."""
+    if not price.is_finite():
+        return f"price {price} is not finite"
+    if price <= 0:
+        return f"price {price} is not positive"
+    age = now - timestamp
+    if age > max_age:
+        return f"stale: {_seconds(age)}s old, limit {_seconds(max_age)}s"
+    if -age > MAX_FUTURE_SKEW:
+        return f"timestamp {timestamp.isoformat()} is {_seconds(-age)}s in the future"
+    return None
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An RFC 3339 timestamp (up to 9 fractional digits, truncated to microseconds) in UTC.
+
+    Raises ValueError for anything else, including a timestamp without a zone.
+    """
+    match = _TIMESTAMP.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"timestamp {text!r} is not RFC 3339")
+    day, clock, fraction, zone = match.groups()
+    if zone is None:
+        raise ValueError(f"timestamp {text!r} has no timezone")
+    micros = (fraction or "")[:6].ljust(6, "0")
+    offset = "+00:00" if zone in ("Z", "z") else f"{zone[:3]}:{zone[-2:]}"
+    try:
+        parsed = datetime.fromisoformat(f"{day}T{clock}.{micros}{offset}")
+    except ValueError as exc:
+        raise ValueError(f"timestamp {text!r} is not a valid time: {exc}") from exc
+    return parsed.astimezone(UTC)
+
+
+# --- Alpaca-compatible snapshot API ---------------------------------------------------------
+
+
+def _decimal_constant(name: str) -> Decimal:
+    # NaN/Infinity for one symbol must spoil only that symbol, so keep them as values.
+    return Decimal(name)
+
+
+def _number(value: Any, what: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise ValueError(f"{what} {value!r} is not a number")
+    number = Decimal(value)
+    if not number.is_finite():
+        raise ValueError(f"{what} {number} is not finite")
+    return number
+
+
+def _timestamp_of(entry: dict[str, Any]) -> datetime:
+    value = entry.get("t")
+    if not isinstance(value, str):
+        raise ValueError(f"timestamp {value!r} is not a string")
+    return parse_timestamp(value)
+
+
+def _quote_mid(quote: Any, *, now: datetime, max_age: timedelta) -> tuple[Decimal, datetime]:
+    if not isinstance(quote, dict):
+        raise ValueError("missing")
+    ask = _number(quote.get("ap"), "ask")
+    bid = _number(quote.get("bp"), "bid")
+    if ask <= 0 or bid <= 0:
+        raise ValueError(f"not two-sided (ask {ask}, bid {bid})")
+    if ask < bid:
+        raise ValueError(f"crossed (ask {ask}, bid {bid})")
+    timestamp = _timestamp_of(quote)
+    mid = (ask + bid) / 2
+    problem = check_quote(mid, timestamp, now=now, max_age=max_age)
+    if problem:
+        raise ValueError(problem)
+    return mid, timestamp
+
+
+def _trade_price(trade: Any, *, now: datetime, max_age: timedelta) -> tuple[Decimal, datetime]:
+    if not isinstance(trade, dict):
+        raise ValueError("missing")
+    price = _number(trade.get("p"), "price")
+    timestamp = _timestamp_of(trade)
+    problem = check_quote(price, timestamp, now=now, max_age=max_age)
+    if problem:
+        raise ValueError(problem)
+    return price, timestamp
+
+
+class AlpacaPriceSource:
+    """`GET /v2/stocks/snapshots`: the latest quote's mid, else the latest trade, if fresh."""
+
+    name = "alpaca"
+
+    def __init__(
+        self,
+        http: HttpClient,
+        *,
+        key_id: str | None,
+        secret_key: str | None,
+        max_age: timedelta,
+        batch_size: int = 200,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self._http = http
+        self._headers: dict[str, str] = {}
+        if key_id:
+            self._headers["APCA-API-KEY-ID"] = key_id
+        if secret_key:
+            self._headers["APCA-API-SECRET-KEY"] = secret_key
+        self._max_age = max_age
+        self._batch_size = batch_size
+
+    def fetch_prices(self, symbols: Sequence[str], *, now: datetime) -> PriceBook:
+        """One request per `batch_size` symbols; any failed request fails the whole book."""
+        book = PriceBook()
+        wanted = list(dict.fromkeys(symbols))
+        for start in range(0, len(wanted), self._batch_size):
+            batch = wanted[start : start + self._batch_size]
+            snapshots = self._get_snapshots(batch)
+            for symbol in batch:
+                try:
+                    book.quotes[symbol] = self._quote_from(symbol, snapshots.get(symbol), now)
+                except ValueError as exc:
+                    book.problems[symbol] = str(exc)
+        return book
+
+    def _get_snapshots(self, batch: list[str]) -> dict[str, Any]:
+        try:
+            response = self._http.request(
+                "GET",
+                "/v2/stocks/snapshots",
+                params={"symbols": ",".join(batch)},
+                headers=self._headers,
+            )
+        except requests.RequestException as exc:
+            raise PriceSourceError(
+                f"market data unreachable: {describe_error(exc)}"
+                f" after {self._http.max_attempts} attempt(s)"
+            ) from exc
+        status = response.status_code
+        if status in (401, 403):
+            raise PriceSourceError(
+                f"market data refused the credentials (HTTP {status}):"
+                " set ALPACA_API_KEY_ID and ALPACA_API_SECRET_KEY"
+            )
+        if status != 200:
+            tries = (
+                f" after {self._http.max_attempts} attempt(s)"
+                if status in RETRYABLE_STATUSES
+                else ""
+            )
+            raise PriceSourceError(f"market data answered HTTP {status}{tries}")
+        try:
+            body = json.loads(response.text, parse_float=Decimal, parse_constant=_decimal_constant)
+        except ValueError as exc:
+            raise PriceSourceError("market data answered with a body that is not JSON") from exc
+        if not isinstance(body, dict):
+            raise PriceSourceError("market data answered with JSON that is not an object")
+        return body
+
+    def _quote_from(self, symbol: str, snapshot: Any, now: datetime) -> PriceQuote:
+        """The usable price of one snapshot; ValueError carries the reason it has none."""
+        if snapshot is None:
+            raise ValueError("not known to the market-data API")
+        if not isinstance(snapshot, dict):
+            raise ValueError("snapshot is not a JSON object")
+        other = snapshot.get("symbol", symbol)
+        if other != symbol:
+            raise ValueError(f"snapshot is for {other!r}, not {symbol}")
+        try:
+            mid, at = _quote_mid(snapshot.get("latestQuote"), now=now, max_age=self._max_age)
+            return PriceQuote(symbol=symbol, price=mid, timestamp=at, source="alpaca:quote_mid")
+        except ValueError as exc:
+            quote_problem = str(exc)
+        try:
+            price, at = _trade_price(snapshot.get("latestTrade"), now=now, max_age=self._max_age)
+            return PriceQuote(symbol=symbol, price=price, timestamp=at, source="alpaca:trade")
+        except ValueError as exc:
+            raise ValueError(f"latest quote: {quote_problem}; latest trade: {exc}") from None
+
+
+# --- CSV file -------------------------------------------------------------------------------
+
+_HEADER = ["symbol", "price", "timestamp"]
+
+
+class FilePriceSource:
+    """`PRICES_FILE`: read and validated completely when built; judged against `now` per fetch."""
+
+    name = "file"
+
+    def __init__(self, path: Path, *, max_age: timedelta) -> None:
+        self._path = path
+        self._max_age = max_age
+        self._rows = self._load()
+
+    def _fail(self, problem: str, line: int | None = None) -> ConfigError:
+        where = f"{self._path} line {line}" if line is not None else str(self._path)
+        return ConfigError(
+            f"PRICES_FILE {where}: {problem}; expected symbol,price,timestamp with a timezone"
+        )
+
+    def _load(self) -> dict[str, tuple[Decimal, datetime]]:
+        try:
+            # utf-8-sig: spreadsheets often start a CSV with a byte-order mark.
+            text = self._path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise self._fail(f"cannot read it ({reason})") from exc
+        rows: dict[str, tuple[Decimal, datetime]] = {}
+        first_line: dict[str, int] = {}
+        seen_data = False
+        reader = csv.reader(io.StringIO(text, newline=""))
+        for fields in reader:
+            line = reader.line_num
+            cells = [cell.strip() for cell in fields]
+            if not any(cells):
+                continue
+            if not seen_data and [cell.lower() for cell in cells] == _HEADER:
+                seen_data = True
+                continue
+            seen_data = True
+            symbol, price, timestamp = self._parse_row(cells, line)
+            if symbol in rows:
+                raise self._fail(
+                    f"duplicate symbol {symbol} (first on line {first_line[symbol]})", line
+                )
+            rows[symbol] = (price, timestamp)
+            first_line[symbol] = line
+        return rows
+
+    def _parse_row(self, cells: list[str], line: int) -> tuple[str, Decimal, datetime]:
+        if len(cells) != 3:
+            raise self._fail(f"expected 3 fields, got {len(cells)}", line)
+        raw_symbol, raw_price, raw_timestamp = cells
+        symbol = raw_symbol.upper()
+        if not re.fullmatch(SYMBOL_PATTERN, symbol):
+            raise self._fail(f"bad symbol {raw_symbol!r}", line)
+        try:
+            price = Decimal(raw_price)
+        except InvalidOperation:
+            raise self._fail(f"price {raw_price!r} is not a number", line) from None
+        if not price.is_finite():
+            raise self._fail(f"price {raw_price!r} is not a finite number", line)
+        try:
+            timestamp = parse_timestamp(raw_timestamp)
+        except ValueError as exc:
+            raise self._fail(str(exc), line) from None
+        return symbol, price, timestamp
+
+    def fetch_prices(self, symbols: Sequence[str], *, now: datetime) -> PriceBook:
+        """Every file quote that passes `check_quote` at `now`; absent symbols get a reason."""
+        book = PriceBook()
+        for symbol in symbols:
+            row = self._rows.get(symbol)
+            if row is None:
+                book.problems[symbol] = "not in PRICES_FILE"
+                continue
+            price, timestamp = row
+            problem = check_quote(price, timestamp, now=now, max_age=self._max_age)
+            if problem:
+                book.problems[symbol] = problem
+            else:
+                book.quotes[symbol] = PriceQuote(
+                    symbol=symbol, price=price, timestamp=timestamp, source=self.name
+                )
+        return book
+
+
+# --- Factory --------------------------------------------------------------------------------
+
+
+def build_price_source(
+    settings: Settings,
+    *,
+    session: requests.Session,
+    sleep: Callable[[float], None] = time.sleep,
+) -> PriceSource:
+    """The configured source; ConfigError for a setting that cannot work (before any call)."""
+    max_age = timedelta(seconds=settings.max_price_age_seconds)
+    if settings.price_source == "file":
+        if settings.prices_file is None:
+            raise ConfigError(
+                "PRICE_SOURCE=file needs PRICES_FILE: the path of a CSV of"
+                " symbol,price,timestamp with a timezone"
+            )
+        return FilePriceSource(settings.prices_file, max_age=max_age)
+    if settings.price_source == "redis":
+        raise ConfigError("PRICE_SOURCE=redis is not supported yet; use alpaca or file")
+
+    key_id = settings.alpaca_api_key_id
+    secret_key = settings.alpaca_api_secret_key
+    missing = [
+        name
+        for name, secret in (("ALPACA_API_KEY_ID", key_id), ("ALPACA_API_SECRET_KEY", secret_key))
+        if secret is None or not secret.get_secret_value()
+    ]
+    if missing and urlsplit(settings.market_data_url).hostname == ALPACA_DATA_HOST:
+        raise ConfigError(
+            f"{ALPACA_DATA_HOST} needs {' and '.join(missing)};"
+            " set them, or use --sandbox, or PRICE_SOURCE=file with PRICES_FILE"
+        )
+    http = HttpClient(
+        service="market data",
+        base_url=settings.market_data_url,
+        timeout=settings.http_timeout_seconds,
+        max_attempts=settings.http_max_attempts,
+        session=session,
+        sleep=sleep,
+    )
+    return AlpacaPriceSource(
+        http,
+        key_id=key_id.get_secret_value() if key_id else None,
+        secret_key=secret_key.get_secret_value() if secret_key else None,
+        max_age=max_age,
+    )
