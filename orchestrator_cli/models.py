@@ -1,0 +1,115 @@
+"""SQLAlchemy tables of the audit trail: a row per run, a row per signal of a run. No queries."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from orchestrator_cli.dbtypes import ExactDecimal, UTCDateTime
+
+_ZERO = text("0")
+
+# Deterministic constraint names, so migrations can name what they drop or alter.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class OrchestrationRun(Base):
+    """One `orch run`: its inputs, settings snapshot, final status and order counts."""
+
+    __tablename__ = "orchestration_runs"
+    __table_args__ = (Index(None, "strategy_id", "as_of_date"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    strategy_id: Mapped[str] = mapped_column(String(100))
+    as_of_date: Mapped[date] = mapped_column(Date, index=True)
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    symbols: Mapped[list[str]] = mapped_column(JSON)
+    capital: Mapped[Decimal] = mapped_column(ExactDecimal(20, 2))
+    max_position_size: Mapped[Decimal] = mapped_column(ExactDecimal(20, 2))
+    dry_run: Mapped[bool] = mapped_column(Boolean)
+    price_source: Mapped[str] = mapped_column(String(20))
+    num_signals: Mapped[int] = mapped_column(Integer, default=0, server_default=_ZERO)
+    num_orders_submitted: Mapped[int] = mapped_column(Integer, default=0, server_default=_ZERO)
+    num_orders_accepted: Mapped[int] = mapped_column(Integer, default=0, server_default=_ZERO)
+    num_orders_rejected: Mapped[int] = mapped_column(Integer, default=0, server_default=_ZERO)
+    num_orders_blocked: Mapped[int] = mapped_column(Integer, default=0, server_default=_ZERO)
+    num_orders_unknown: Mapped[int] = mapped_column(Integer, default=0, server_default=_ZERO)
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    signals_generated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    settings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    duration_seconds: Mapped[Decimal | None] = mapped_column(ExactDecimal(12, 3))
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+    mappings: Mapped[list[SignalOrderMapping]] = relationship(
+        back_populates="run",
+        order_by="SignalOrderMapping.id",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+
+class SignalOrderMapping(Base):
+    """One signal of a run: its sizing, the order planned for it (if any) and what became of it."""
+
+    __tablename__ = "signal_order_mappings"
+    __table_args__ = (UniqueConstraint("run_id", "client_order_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey(OrchestrationRun.run_id, ondelete="CASCADE"), index=True
+    )
+    symbol: Mapped[str] = mapped_column(String(16), index=True)
+    predicted_return: Mapped[Decimal] = mapped_column(ExactDecimal(30, 12))
+    rank: Mapped[int] = mapped_column(Integer)
+    target_weight: Mapped[Decimal] = mapped_column(ExactDecimal(30, 12))
+    price: Mapped[Decimal | None] = mapped_column(ExactDecimal(20, 6))
+    price_timestamp: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    current_qty: Mapped[Decimal] = mapped_column(ExactDecimal(24, 6))
+    target_dollars: Mapped[Decimal | None] = mapped_column(ExactDecimal(20, 2))
+    target_qty: Mapped[int | None] = mapped_column(Integer)
+    order_qty: Mapped[int | None] = mapped_column(Integer)
+    order_side: Mapped[str | None] = mapped_column(String(4))
+    client_order_id: Mapped[str | None] = mapped_column(String(24), index=True)
+    broker_order_id: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    order_status: Mapped[str | None] = mapped_column(String(32))
+    filled_qty: Mapped[Decimal | None] = mapped_column(ExactDecimal(24, 6))
+    filled_avg_price: Mapped[Decimal | None] = mapped_column(ExactDecimal(20, 6))
+    filled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    skip_reason: Mapped[str | None] = mapped_column(String(40))
+    detail: Mapped[str | None] = mapped_column(Text)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    run: Mapped[OrchestrationRun] = relationship(back_populates="mappings")

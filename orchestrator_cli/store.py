@@ -1,0 +1,517 @@
+"""Engine, migrations and the audit-trail queries; every data function takes the session first.
+
+The caller owns transactions: data functions flush (so ids and constraint errors surface at
+once) but never commit. Only `upgrade_database` and `prepare_database` commit, their own
+migration transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, get_args
+
+import alembic.command
+import alembic.config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import (
+    Engine,
+    String,
+    case,
+    cast,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator_cli.config import mask_url
+from orchestrator_cli.errors import (
+    ConfigError,
+    DatabaseError,
+    DatabaseNotMigratedError,
+    RunNotFoundError,
+)
+from orchestrator_cli.models import OrchestrationRun, SignalOrderMapping
+from orchestrator_cli.schemas import (
+    MappingResult,
+    OutcomeKind,
+    PlannedMapping,
+    RunPage,
+    RunResult,
+    RunStatus,
+    RunSummary,
+    SkipReason,
+    SubmitOutcome,
+)
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+CONNECT_TIMEOUT_SECONDS = 10
+_MILLISECOND = Decimal("0.001")
+
+
+# --- Engine and migrations --------------------------------------------------------------------
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # SQLite enforces foreign keys only when asked, per connection.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`; for SQLite the file's directory is created and foreign keys enforced."""
+    try:
+        sa_url = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"DATABASE_URL: not a database URL: {mask_url(url)}") from exc
+    if sa_url.get_backend_name() == "sqlite":
+        database = sa_url.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            try:
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseError(
+                    f"cannot create the directory of {mask_url(url)}: {exc.strerror}"
+                ) from exc
+        engine = create_engine(sa_url)
+        event.listen(engine, "connect", _set_sqlite_pragmas)
+        return engine
+    if sa_url.drivername == "postgresql":
+        # SQLAlchemy 2.1 picks psycopg 3 for a bare postgresql://; orch ships psycopg2.
+        sa_url = sa_url.set(drivername="postgresql+psycopg2")
+    connect_args: dict[str, Any] = {}
+    # libpq waits for the OS TCP timeout (minutes) by default; a cron job should fail fast.
+    if (
+        sa_url.get_driver_name() in ("psycopg2", "psycopg")
+        and "connect_timeout" not in sa_url.query
+    ):
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    try:
+        return create_engine(sa_url, pool_pre_ping=True, connect_args=connect_args)
+    except ArgumentError as exc:  # e.g. a driver that is not installed
+        raise ConfigError(f"DATABASE_URL: {mask_url(url)}: {exc}") from exc
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions whose objects stay readable after commit (expire_on_commit=False)."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def _short_reason(exc: SQLAlchemyError) -> str:
+    """The first line of the driver's message (the rest is SQL and hints)."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    lines = str(orig).strip().splitlines()
+    return lines[0].strip() if lines else type(orig).__name__
+
+
+@contextmanager
+def transaction(sessions: sessionmaker[Session], what: str) -> Iterator[Session]:
+    """One committed transaction; a SQLAlchemy failure becomes DatabaseError naming `what`."""
+    try:
+        with sessions.begin() as session:
+            yield session
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"database failed while {what}: {_short_reason(exc)}") from exc
+
+
+def migrations_dir() -> Path:
+    """The packaged migrations in a wheel install, else the repository's top-level `alembic/`."""
+    packaged = Path(__file__).parent / "_migrations"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "alembic"
+
+
+def alembic_config(connection: Connection) -> alembic.config.Config:
+    """An Alembic config that needs no ini file and migrates over `connection`."""
+    config = alembic.config.Config()
+    # The value goes through ConfigParser interpolation: a literal % must be doubled.
+    config.set_main_option("script_location", str(migrations_dir()).replace("%", "%%"))
+    config.set_main_option("path_separator", "os")
+    config.attributes["connection"] = connection
+    return config
+
+
+def _shown(engine: Engine) -> str:
+    return mask_url(engine.url.render_as_string(hide_password=False))
+
+
+@contextmanager
+def _reaching(engine: Engine) -> Iterator[None]:
+    """Turn a failure to talk to the database into a DatabaseError naming the masked URL."""
+    try:
+        yield
+    except DBAPIError as exc:
+        raise DatabaseError(
+            f"cannot reach database {_shown(engine)}: {_short_reason(exc)}; "
+            "check DATABASE_URL and that the server is up"
+        ) from exc
+
+
+def _revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The database's Alembic revision; None for a database never migrated."""
+    with _reaching(engine), engine.connect() as connection:
+        return _revision(connection)
+
+
+def head_revision() -> str:
+    """The newest migration this version of `orch` ships."""
+    head = ScriptDirectory(str(migrations_dir())).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no migrations found in {migrations_dir()}")
+    return head
+
+
+def upgrade_database(engine: Engine) -> tuple[str | None, str]:
+    """Migrate to head in one transaction; returns (revision before, revision after)."""
+    with _reaching(engine), engine.begin() as connection:
+        before = _revision(connection)
+        try:
+            alembic.command.upgrade(alembic_config(connection), "head")
+        except CommandError as exc:  # e.g. a revision from a newer orch
+            raise DatabaseError(f"cannot migrate database {_shown(engine)}: {exc}") from exc
+        after = _revision(connection)
+    if after is None:
+        raise RuntimeError("migration finished without a revision")
+    return before, after
+
+
+def prepare_database(engine: Engine) -> None:
+    """Make the database usable: SQLite is migrated to head; any other must be at head already."""
+    current = current_revision(engine)
+    head = head_revision()
+    if current == head:
+        return
+    if engine.dialect.name == "sqlite":
+        upgrade_database(engine)
+        return
+    raise DatabaseNotMigratedError(
+        f"database {_shown(engine)} is at revision {current or 'empty'}, this orch needs {head}: "
+        "run `orch db upgrade`"
+    )
+
+
+# --- Writes -------------------------------------------------------------------------------------
+
+
+def _run_row(session: Session, run_id: uuid.UUID) -> OrchestrationRun:
+    row = session.scalars(
+        select(OrchestrationRun).where(OrchestrationRun.run_id == run_id)
+    ).one_or_none()
+    if row is None:
+        raise RunNotFoundError(f"no run {run_id}: see `orch runs list`")
+    return row
+
+
+def create_run(
+    session: Session,
+    *,
+    run_id: uuid.UUID,
+    strategy_id: str,
+    as_of_date: date,
+    symbols: list[str],
+    capital: Decimal,
+    max_position_size: Decimal,
+    dry_run: bool,
+    price_source: str,
+    started_at: datetime,
+    settings_snapshot: dict[str, Any],
+) -> None:
+    """Insert a run with status "running"; snapshot values JSON lacks (Decimal, Path) go as text."""
+    session.add(
+        OrchestrationRun(
+            run_id=run_id,
+            strategy_id=strategy_id,
+            as_of_date=as_of_date,
+            status="running",
+            symbols=list(symbols),
+            capital=capital,
+            max_position_size=max_position_size,
+            dry_run=dry_run,
+            price_source=price_source,
+            started_at=started_at,
+            settings=json.loads(json.dumps(settings_snapshot, default=str)),
+        )
+    )
+    session.flush()
+
+
+def record_signal_metadata(
+    session: Session,
+    run_id: uuid.UUID,
+    *,
+    num_signals: int,
+    model_version: str | None,
+    generated_at: datetime | None,
+) -> None:
+    """Store what the Signal Service said about the signals of this run."""
+    row = _run_row(session, run_id)
+    row.num_signals = num_signals
+    row.model_version = model_version
+    row.signals_generated_at = generated_at
+    session.flush()
+
+
+def add_mappings(
+    session: Session,
+    run_id: uuid.UUID,
+    plans: Sequence[PlannedMapping],
+    client_order_ids: Sequence[str | None],
+) -> list[int]:
+    """One row per plan, in order; returns the row ids.
+
+    A plan that needs an order must come with its client_order_id (stored as outcome and
+    order_status "planned"); a skipped one with None (order_qty and order_side stay null).
+    """
+    rows = []
+    for plan, client_order_id in zip(plans, client_order_ids, strict=True):
+        if plan.needs_order != (client_order_id is not None):
+            raise ValueError(
+                f"{plan.symbol}: a client_order_id is required exactly when an order is planned"
+            )
+        planned = OutcomeKind.PLANNED.value if plan.needs_order else None
+        rows.append(
+            SignalOrderMapping(
+                run_id=run_id,
+                symbol=plan.symbol,
+                predicted_return=plan.predicted_return,
+                rank=plan.rank,
+                target_weight=plan.target_weight,
+                price=plan.price,
+                price_timestamp=plan.price_timestamp,
+                current_qty=plan.current_qty,
+                target_dollars=plan.target_dollars,
+                target_qty=plan.target_qty,
+                order_qty=plan.order_qty if plan.needs_order else None,
+                order_side=plan.order_side if plan.needs_order else None,
+                client_order_id=client_order_id,
+                outcome=planned,
+                order_status=planned,
+                skip_reason=plan.skip_reason.value if plan.skip_reason else None,
+                detail=plan.skip_detail,
+            )
+        )
+    session.add_all(rows)
+    session.flush()
+    return [row.id for row in rows]
+
+
+def record_outcome(
+    session: Session, mapping_id: int, outcome: SubmitOutcome, *, at: datetime
+) -> None:
+    """Record what became of one order; submitted_at keeps the first time it was actually sent."""
+    row = session.get_one(SignalOrderMapping, mapping_id)
+    if row.client_order_id != outcome.client_order_id:
+        raise ValueError(
+            f"outcome for {outcome.client_order_id} given for mapping {mapping_id} "
+            f"({row.client_order_id})"
+        )
+    row.outcome = outcome.kind.value
+    row.order_status = outcome.order_status
+    if outcome.broker_order_id is not None:
+        row.broker_order_id = outcome.broker_order_id
+    row.detail = outcome.message
+    if outcome.sent and row.submitted_at is None:
+        row.submitted_at = at
+    row.updated_at = at
+    session.flush()
+
+
+def mark_not_sent(
+    session: Session,
+    mapping_ids: Sequence[int],
+    *,
+    outcome: OutcomeKind,
+    order_status: str,
+    message: str,
+    at: datetime,
+) -> None:
+    """Give the same outcome to several orders that were never sent (e.g. after a kill switch)."""
+    if not mapping_ids:
+        return
+    session.execute(
+        update(SignalOrderMapping)
+        .where(SignalOrderMapping.id.in_(mapping_ids))
+        .values(outcome=outcome.value, order_status=order_status, detail=message, updated_at=at)
+    )
+    session.flush()
+
+
+@dataclass(frozen=True)
+class OutcomeCounts:
+    """How the mappings of one run stand; `submitted` counts requests that actually left."""
+
+    signals: int
+    orders_planned: int
+    planned: int
+    accepted: int
+    rejected: int
+    blocked: int
+    unknown: int
+    not_sent: int
+    submitted: int
+    price_unavailable: int
+
+
+def outcome_counts(session: Session, run_id: uuid.UUID) -> OutcomeCounts:
+    """Count the mappings of a run by outcome, in one query."""
+    mapping = SignalOrderMapping
+
+    def with_outcome(kind: OutcomeKind) -> Any:
+        return func.count(case((mapping.outcome == kind.value, 1)))
+
+    row = session.execute(
+        select(
+            func.count(),
+            func.count(mapping.client_order_id),
+            with_outcome(OutcomeKind.PLANNED),
+            with_outcome(OutcomeKind.ACCEPTED),
+            with_outcome(OutcomeKind.REJECTED),
+            with_outcome(OutcomeKind.BLOCKED),
+            with_outcome(OutcomeKind.UNKNOWN),
+            with_outcome(OutcomeKind.NOT_SENT),
+            func.count(mapping.submitted_at),
+            func.count(case((mapping.skip_reason == SkipReason.PRICE_UNAVAILABLE.value, 1))),
+        ).where(mapping.run_id == run_id)
+    ).one()
+    return OutcomeCounts(*(int(value) for value in row))
+
+
+def finish_run(
+    session: Session,
+    run_id: uuid.UUID,
+    *,
+    status: str,
+    error_message: str | None,
+    completed_at: datetime,
+    num_signals: int | None = None,
+) -> None:
+    """Close a run: status, duration and the num_orders_* counts taken from its mappings."""
+    if status not in get_args(RunStatus):
+        raise ValueError(f"unknown run status {status!r}")
+    row = _run_row(session, run_id)
+    counts = outcome_counts(session, run_id)
+    elapsed = (completed_at - row.started_at) / timedelta(microseconds=1)
+    row.status = status
+    row.error_message = error_message
+    row.completed_at = completed_at
+    row.duration_seconds = (Decimal(elapsed) / 1_000_000).quantize(_MILLISECOND)
+    if num_signals is not None:
+        row.num_signals = num_signals
+    row.num_orders_submitted = counts.submitted
+    row.num_orders_accepted = counts.accepted
+    row.num_orders_rejected = counts.rejected
+    row.num_orders_blocked = counts.blocked
+    row.num_orders_unknown = counts.unknown
+    session.flush()
+
+
+# --- Reads --------------------------------------------------------------------------------------
+
+
+def _summary_fields(row: OrchestrationRun) -> dict[str, Any]:
+    return {
+        "run_id": row.run_id,
+        "strategy_id": row.strategy_id,
+        "as_of_date": row.as_of_date,
+        "status": row.status,
+        "dry_run": row.dry_run,
+        "num_signals": row.num_signals,
+        "num_orders_submitted": row.num_orders_submitted,
+        "num_orders_accepted": row.num_orders_accepted,
+        "num_orders_rejected": row.num_orders_rejected,
+        "num_orders_blocked": row.num_orders_blocked,
+        "num_orders_unknown": row.num_orders_unknown,
+        "duration_seconds": None if row.duration_seconds is None else float(row.duration_seconds),
+        "error_message": row.error_message,
+        "started_at": row.started_at,
+    }
+
+
+def list_runs(
+    session: Session,
+    *,
+    limit: int,
+    offset: int,
+    status: str | None = None,
+    strategy_id: str | None = None,
+) -> RunPage:
+    """One page of runs, newest first; `total` counts every run matching the filters."""
+    filters = []
+    if status is not None:
+        filters.append(OrchestrationRun.status == status)
+    if strategy_id is not None:
+        filters.append(OrchestrationRun.strategy_id == strategy_id)
+    total = session.scalar(select(func.count()).select_from(OrchestrationRun).where(*filters))
+    rows = session.scalars(
+        select(OrchestrationRun)
+        .where(*filters)
+        .order_by(OrchestrationRun.started_at.desc(), OrchestrationRun.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return RunPage(
+        runs=[RunSummary(**_summary_fields(row)) for row in rows],
+        total=total or 0,
+        limit=limit,
+        offset=offset,
+    )
+
+
+_HEX_PREFIX = re.compile(r"[0-9a-f]{4,32}")
+
+
+def resolve_run_id(session: Session, text: str) -> uuid.UUID:
+    """The run a full id or unique prefix names (case-insensitive, hyphens optional, >= 4 hex)."""
+    prefix = text.strip().lower().replace("-", "")
+    if not _HEX_PREFIX.fullmatch(prefix):
+        raise RunNotFoundError(
+            f"'{text}' is not a run id: give the run id or at least its first 4 hex characters "
+            "(see `orch runs list`)"
+        )
+    # Uuid is CHAR(32) hex on SQLite and a native uuid (text with hyphens) on PostgreSQL.
+    hex_id = func.replace(func.lower(cast(OrchestrationRun.run_id, String)), "-", "")
+    matches = session.scalars(
+        select(OrchestrationRun.run_id).where(hex_id.like(prefix + "%"))
+    ).all()
+    if not matches:
+        raise RunNotFoundError(f"no run matches '{text}': see `orch runs list`")
+    if len(matches) > 1:
+        raise RunNotFoundError(f"'{text}' matches {len(matches)} runs: give more characters")
+    return matches[0]
+
+
+def load_run(session: Session, run_id: uuid.UUID) -> RunResult:
+    """A run with its mappings ordered by rank, then symbol."""
+    row = _run_row(session, run_id)
+    mappings = session.scalars(
+        select(SignalOrderMapping)
+        .where(SignalOrderMapping.run_id == run_id)
+        .order_by(SignalOrderMapping.rank, SignalOrderMapping.symbol, SignalOrderMapping.id)
+    )
+    return RunResult(
+        **_summary_fields(row),
+        mappings=[MappingResult.model_validate(m, from_attributes=True) for m in mappings],
+    )
