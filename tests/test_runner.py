@@ -1,0 +1,493 @@
+"""The run use case with fake services and a real database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import select
+
+from orchestrator_cli import store
+from orchestrator_cli.errors import DatabaseError, PriceSourceError, ServiceError
+from orchestrator_cli.models import OrchestrationRun, SignalOrderMapping
+from orchestrator_cli.runner import (
+    RunRequest,
+    RunServices,
+    decide_status,
+    execute_run,
+    trading_date,
+)
+from orchestrator_cli.schemas import (
+    OrderRequest,
+    OutcomeKind,
+    PriceBook,
+    PriceQuote,
+    Signal,
+    SignalMetadata,
+    SignalResponse,
+    SubmitOutcome,
+    classify_status,
+)
+
+NOW = datetime(2024, 12, 31, 14, 31, tzinfo=UTC)
+AS_OF = date(2024, 12, 31)
+
+
+def signals_of(*rows: tuple[str, str]) -> SignalResponse:
+    signals = [
+        Signal(
+            symbol=symbol,
+            predicted_return=Decimal("0.01"),
+            rank=rank,
+            target_weight=Decimal(weight),
+        )
+        for rank, (symbol, weight) in enumerate(rows, start=1)
+    ]
+    metadata = SignalMetadata(
+        as_of_date=AS_OF,
+        model_version="test",
+        strategy="alpha_baseline",
+        num_signals=len(signals),
+        generated_at=NOW,
+    )
+    return SignalResponse(signals=signals, metadata=metadata)
+
+
+class FakeSignals:
+    def __init__(self, response: SignalResponse | Exception) -> None:
+        self.response = response
+        self.calls: list[tuple[list[str], date | None]] = []
+
+    def fetch_signals(
+        self,
+        symbols: Sequence[str],
+        *,
+        as_of_date: date | None,
+        top_n: int | None = None,
+        bottom_n: int | None = None,
+    ) -> SignalResponse:
+        self.calls.append((list(symbols), as_of_date))
+        if isinstance(self.response, Exception):
+            raise self.response
+        return self.response
+
+
+class FakeGateway:
+    """Answers each order by symbol from `answers` (a gateway status or an outcome kind)."""
+
+    def __init__(
+        self,
+        positions: dict[str, Decimal] | None = None,
+        answers: dict[str, str] | None = None,
+        on_submit: object = None,
+    ) -> None:
+        self.positions = positions or {}
+        self.answers = answers or {}
+        self.sent: list[OrderRequest] = []
+        self.on_submit = on_submit
+        self.lock = threading.Lock()
+
+    def get_positions(self) -> dict[str, Decimal]:
+        return dict(self.positions)
+
+    def submit_order(self, order: OrderRequest) -> SubmitOutcome:
+        if callable(self.on_submit):
+            self.on_submit(order)
+        with self.lock:
+            self.sent.append(order)
+        answer = self.answers.get(order.symbol, "accepted")
+        if answer == "kill_switch":
+            return SubmitOutcome(
+                client_order_id=order.client_order_id,
+                kind=OutcomeKind.BLOCKED,
+                order_status="blocked_kill_switch",
+                message="Kill-switch engaged - new orders blocked",
+                http_status=503,
+                stops_run=True,
+            )
+        if answer == "unknown":
+            return SubmitOutcome(
+                client_order_id=order.client_order_id,
+                kind=OutcomeKind.UNKNOWN,
+                order_status="unknown",
+                message="timed out",
+            )
+        if answer == "http_422":
+            return SubmitOutcome(
+                client_order_id=order.client_order_id,
+                kind=OutcomeKind.REJECTED,
+                order_status="rejected",
+                message="Position limit exceeded",
+                http_status=422,
+            )
+        return SubmitOutcome(
+            client_order_id=order.client_order_id,
+            kind=classify_status(answer),
+            order_status=answer,
+            broker_order_id=f"b-{order.symbol}",
+            http_status=200,
+        )
+
+
+class FakePrices:
+    name = "fake"
+
+    def __init__(self, prices: dict[str, str] | Exception) -> None:
+        self.prices = prices
+        self.asked: list[str] = []
+
+    def fetch_prices(self, symbols: Sequence[str], *, now: datetime) -> PriceBook:
+        self.asked.extend(symbols)
+        if isinstance(self.prices, Exception):
+            raise self.prices
+        book = PriceBook()
+        for symbol in symbols:
+            if symbol in self.prices:
+                book.quotes[symbol] = PriceQuote(
+                    symbol=symbol,
+                    price=Decimal(self.prices[symbol]),
+                    timestamp=now - timedelta(seconds=1),
+                    source="fake",
+                )
+            else:
+                book.problems[symbol] = "not in fake book"
+        return book
+
+
+def make_request(symbols: list[str], **changes: object) -> RunRequest:
+    base: dict[str, object] = {
+        "symbols": symbols,
+        "strategy_id": "alpha_baseline",
+        "capital": Decimal("100000"),
+        "max_position_size": Decimal("20000"),
+        "as_of_date": AS_OF,
+        "order_concurrency": 1,
+    }
+    base.update(changes)
+    return RunRequest(**base)  # type: ignore[arg-type]
+
+
+def run(session_factory, signals, gateway, prices, **changes):
+    services = RunServices(
+        signals=signals,
+        gateway=gateway,
+        prices=prices,
+        sessions=session_factory,
+        clock=lambda: NOW,
+    )
+    symbols = (
+        [s.symbol for s in signals.response.signals]
+        if not isinstance(signals.response, Exception)
+        else ["AAPL"]
+    )
+    return execute_run(make_request(symbols, **changes), services)
+
+
+def by_symbol(result):
+    return {m.symbol: m for m in result.mappings}
+
+
+def test_seed_example_buys_133_and_records_everything(session_factory):
+    gateway = FakeGateway()
+    result = run(
+        session_factory,
+        FakeSignals(signals_of(("AAPL", "0.333"), ("MSFT", "0"), ("TSLA", "-0.5"))),
+        gateway,
+        FakePrices({"AAPL": "150", "TSLA": "250"}),
+    )
+    assert result.status == "completed"
+    rows = by_symbol(result)
+    assert (rows["AAPL"].order_side, rows["AAPL"].order_qty) == ("buy", 133)
+    assert (rows["TSLA"].order_side, rows["TSLA"].order_qty, rows["TSLA"].target_qty) == (
+        "sell",
+        80,
+        -80,
+    )
+    assert rows["MSFT"].skip_reason == "zero_weight"
+    assert rows["MSFT"].client_order_id is None
+    assert sorted(o.symbol for o in gateway.sent) == ["AAPL", "TSLA"]
+    assert {o.client_order_id for o in gateway.sent} == {
+        rows["AAPL"].client_order_id,
+        rows["TSLA"].client_order_id,
+    }
+    assert (result.num_signals, result.num_orders_submitted, result.num_orders_accepted) == (
+        3,
+        2,
+        2,
+    )
+    assert result.error_message is None
+    assert result.as_of_date == AS_OF
+
+
+def test_existing_position_orders_only_the_difference(session_factory):
+    gateway = FakeGateway(positions={"AAPL": Decimal("100")})
+    result = run(
+        session_factory,
+        FakeSignals(signals_of(("AAPL", "0.333"))),
+        gateway,
+        FakePrices({"AAPL": "150"}),
+    )
+    assert (gateway.sent[0].side, gateway.sent[0].qty) == ("buy", 33)
+    assert by_symbol(result)["AAPL"].current_qty == 100
+
+
+def test_held_symbol_with_zero_weight_is_closed_without_needing_a_price(session_factory):
+    gateway = FakeGateway(positions={"MSFT": Decimal("-40")})
+    prices = FakePrices({})
+    result = run(session_factory, FakeSignals(signals_of(("MSFT", "0"))), gateway, prices)
+    assert (gateway.sent[0].side, gateway.sent[0].qty) == ("buy", 40)
+    assert prices.asked == []
+    assert result.status == "completed"
+
+
+def test_plan_is_committed_before_the_first_order_is_sent(session_factory):
+    seen: list[tuple[str, list[str | None]]] = []
+
+    def inspect(order: OrderRequest) -> None:
+        if seen:
+            return
+        with session_factory() as session:
+            run_row = session.scalars(select(OrchestrationRun)).one()
+            ids = session.scalars(
+                select(SignalOrderMapping.client_order_id).order_by(SignalOrderMapping.symbol)
+            ).all()
+            seen.append((run_row.status, list(ids)))
+
+    gateway = FakeGateway(on_submit=inspect)
+    result = run(
+        session_factory,
+        FakeSignals(signals_of(("AAPL", "0.5"), ("MSFT", "0.5"))),
+        gateway,
+        FakePrices({"AAPL": "150", "MSFT": "400"}),
+    )
+    status, ids = seen[0]
+    assert status == "running"
+    assert sorted(ids) == sorted(m.client_order_id for m in result.mappings)
+    assert None not in ids
+
+
+def test_signal_failure_fails_the_run_and_sends_nothing(session_factory):
+    gateway = FakeGateway()
+    result = run(
+        session_factory,
+        FakeSignals(ServiceError("Signal Service returned a bad payload: x")),
+        gateway,
+        FakePrices({}),
+    )
+    assert result.status == "failed"
+    assert "bad payload" in (result.error_message or "")
+    assert gateway.sent == []
+    assert result.mappings == []
+
+
+def test_one_missing_price_makes_the_run_partial(session_factory):
+    gateway = FakeGateway()
+    result = run(
+        session_factory,
+        FakeSignals(signals_of(("AAPL", "0.5"), ("MSFT", "0.5"))),
+        gateway,
+        FakePrices({"AAPL": "150"}),
+    )
+    assert result.status == "partial"
+    msft = by_symbol(result)["MSFT"]
+    assert msft.skip_reason == "price_unavailable"
+    assert msft.detail == "not in fake book"
+    assert [o.symbol for o in gateway.sent] == ["AAPL"]
+    assert "without a usable price" in (result.error_message or "")
+
+
+@pytest.mark.parametrize(
+    "prices", [{}, PriceSourceError("market data down")], ids=["none-priced", "source-down"]
+)
+def test_no_usable_price_at_all_fails_and_sends_nothing(session_factory, prices):
+    gateway = FakeGateway(positions={"TSLA": Decimal("5")})
+    result = run(
+        session_factory,
+        FakeSignals(signals_of(("AAPL", "0.5"), ("MSFT", "0.5"), ("TSLA", "0"))),
+        gateway,
+        FakePrices(prices),
+    )
+    assert result.status == "failed"
+    assert gateway.sent == []
+    tsla = by_symbol(result)["TSLA"]
+    assert tsla.order_status == "not_sent"
+    assert "no usable price" in (result.error_message or "")
+
+
+def test_kill_switch_stops_the_remaining_orders(session_factory):
+    gateway = FakeGateway(answers={"MSFT": "kill_switch"})
+    result = run(
+        session_factory,
+        FakeSignals(signals_of(("AAPL", "0.25"), ("MSFT", "0.25"), ("GOOGL", "0.25"))),
+        gateway,
+        FakePrices({"AAPL": "150", "MSFT": "400", "GOOGL": "170"}),
+    )
+    rows = by_symbol(result)
+    assert [o.symbol for o in gateway.sent] == ["AAPL", "MSFT"]
+    assert rows["MSFT"].order_status == "blocked_kill_switch"
+    assert rows["GOOGL"].order_status == "blocked"
+    assert "Kill-switch" in (rows["GOOGL"].detail or "")
+    assert result.status == "partial"
+    assert (result.num_orders_accepted, result.num_orders_blocked) == (1, 2)
+    assert result.num_orders_submitted == 2
+
+
+@pytest.mark.parametrize(
+    ("answers", "status", "accepted", "rejected"),
+    [
+        ({"AAPL": "http_422", "MSFT": "rejected"}, "failed", 0, 2),
+        ({"AAPL": "failed", "MSFT": "canceled"}, "failed", 0, 2),
+        ({"AAPL": "dry_run", "MSFT": "filled"}, "completed", 2, 0),
+        ({"AAPL": "accepted", "MSFT": "unknown"}, "partial", 1, 0),
+        ({"AAPL": "pending_new", "MSFT": "rejected"}, "partial", 1, 1),
+    ],
+)
+def test_status_and_counts_follow_the_outcomes(
+    session_factory, answers, status, accepted, rejected
+):
+    result = run(
+        session_factory,
+        FakeSignals(signals_of(("AAPL", "0.5"), ("MSFT", "0.5"))),
+        FakeGateway(answers=answers),
+        FakePrices({"AAPL": "150", "MSFT": "400"}),
+    )
+    assert result.status == status
+    assert (result.num_orders_accepted, result.num_orders_rejected) == (accepted, rejected)
+
+
+def test_unknown_outcome_is_not_counted_as_rejected(session_factory):
+    result = run(
+        session_factory,
+        FakeSignals(signals_of(("AAPL", "0.5"))),
+        FakeGateway(answers={"AAPL": "unknown"}),
+        FakePrices({"AAPL": "150"}),
+    )
+    assert result.status == "failed"
+    assert (result.num_orders_rejected, result.num_orders_unknown) == (0, 1)
+    assert "unknown outcome" in (result.error_message or "")
+
+
+def test_dry_run_records_the_plan_and_sends_nothing(session_factory):
+    gateway = FakeGateway()
+    result = run(
+        session_factory,
+        FakeSignals(signals_of(("AAPL", "0.5"))),
+        gateway,
+        FakePrices({"AAPL": "150"}),
+        dry_run=True,
+    )
+    assert gateway.sent == []
+    assert result.status == "completed"
+    assert result.dry_run is True
+    assert by_symbol(result)["AAPL"].order_status == "planned"
+    assert result.num_orders_submitted == 0
+
+
+def test_same_plan_gets_the_same_client_order_ids(session_factory):
+    first, second = FakeGateway(), FakeGateway()
+    for gateway in (first, second):
+        run(
+            session_factory,
+            FakeSignals(signals_of(("AAPL", "0.5"), ("MSFT", "-0.2"))),
+            gateway,
+            FakePrices({"AAPL": "150", "MSFT": "400"}),
+        )
+    assert sorted(o.client_order_id for o in first.sent) == sorted(
+        o.client_order_id for o in second.sent
+    )
+
+
+def test_concurrent_submission_records_every_outcome(session_factory):
+    symbols = [f"S{i}" for i in range(20)]
+    gateway = FakeGateway()
+    result = run(
+        session_factory,
+        FakeSignals(signals_of(*[(s, "0.05") for s in symbols])),
+        gateway,
+        FakePrices(dict.fromkeys(symbols, "10")),
+        order_concurrency=8,
+    )
+    assert len(gateway.sent) == 20
+    assert len({o.client_order_id for o in gateway.sent}) == 20
+    assert result.num_orders_accepted == 20
+    assert all(m.order_status == "accepted" for m in result.mappings)
+
+
+def test_database_failure_after_sending_stops_and_keeps_the_plan(session_factory, monkeypatch):
+    gateway = FakeGateway()
+    real = store.record_outcome
+
+    def failing(session, mapping_id, outcome, *, at):
+        from sqlalchemy.exc import OperationalError
+
+        raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(store, "record_outcome", failing)
+    with pytest.raises(DatabaseError, match="stopped sending"):
+        run(
+            session_factory,
+            FakeSignals(signals_of(("AAPL", "0.3"), ("MSFT", "0.3"), ("GOOGL", "0.3"))),
+            gateway,
+            FakePrices({"AAPL": "150", "MSFT": "400", "GOOGL": "170"}),
+        )
+    monkeypatch.setattr(store, "record_outcome", real)
+    assert gateway.sent, "the first order went out before the database failed"
+    with session_factory() as session:
+        ids = set(session.scalars(select(SignalOrderMapping.client_order_id)).all())
+        status = session.scalars(select(OrchestrationRun.status)).one()
+    assert {o.client_order_id for o in gateway.sent} <= ids
+    assert status == "running"  # never marked finished: `orch runs show` shows it unfinished
+
+
+@pytest.mark.parametrize(
+    ("when", "expected"),
+    [
+        (datetime(2024, 1, 2, 3, 0, tzinfo=UTC), date(2024, 1, 1)),
+        (datetime(2024, 7, 1, 14, 30, tzinfo=UTC), date(2024, 7, 1)),
+        (datetime(2024, 7, 2, 3, 59, tzinfo=UTC), date(2024, 7, 1)),
+        (datetime(2024, 7, 2, 4, 0, tzinfo=UTC), date(2024, 7, 2)),
+    ],
+)
+def test_trading_date_is_new_york_date(when, expected):
+    assert trading_date(when) == expected
+
+
+def counts(**values: int) -> store.OutcomeCounts:
+    base = dict.fromkeys(
+        (
+            "orders_planned",
+            "planned",
+            "accepted",
+            "rejected",
+            "blocked",
+            "unknown",
+            "not_sent",
+            "submitted",
+            "price_unavailable",
+            "signals",
+        ),
+        0,
+    )
+    base.update(values)
+    return store.OutcomeCounts(**base)
+
+
+@pytest.mark.parametrize(
+    ("values", "dry_run", "expected"),
+    [
+        ({}, False, "completed"),
+        ({"accepted": 2}, False, "completed"),
+        ({"accepted": 1, "rejected": 1}, False, "partial"),
+        ({"rejected": 2}, False, "failed"),
+        ({"price_unavailable": 1}, False, "failed"),
+        ({"accepted": 1, "price_unavailable": 1}, False, "partial"),
+        ({"accepted": 1, "planned": 1}, False, "partial"),
+        ({"planned": 2}, True, "completed"),
+        ({"planned": 1, "price_unavailable": 1}, True, "partial"),
+    ],
+)
+def test_decide_status(values, dry_run, expected):
+    assert decide_status(counts(**values), dry_run=dry_run) == expected
