@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    ValidationError,
 )
 
 SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,15}$"
@@ -80,9 +81,15 @@ def json_number(value: Decimal) -> float | int:
     return float(value)
 
 
-MoneyOut = Annotated[
-    Decimal, PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json")
-]
+def money_text(value: Decimal) -> str:
+    """A price as text: trailing zeros dropped, at least two decimals (150 -> "150.00")."""
+    normal = value.normalize()
+    if normal.as_tuple().exponent > -2:  # type: ignore[operator]
+        normal = normal.quantize(Decimal("0.01"))
+    return format(normal, "f")
+
+
+MoneyOut = Annotated[Decimal, PlainSerializer(money_text, return_type=str, when_used="json")]
 NumberOut = Annotated[
     Decimal, PlainSerializer(json_number, return_type=float | int, when_used="json")
 ]
@@ -138,6 +145,9 @@ class SignalResponse(_Wire):
 # --- Execution Gateway ----------------------------------------------------------------------
 
 OrderSide = Literal["buy", "sell"]
+# Bounded to the audit columns, so an oversized value is an unusable answer, not a failed insert.
+GatewayStatus = Annotated[str, Field(min_length=1, max_length=32)]
+BrokerOrderId = Annotated[str, Field(max_length=64)]
 
 
 class OrderRequest(BaseModel):
@@ -161,8 +171,8 @@ class OrderAck(_Wire):
     """The gateway's 200 answer to `POST /api/v1/orders`."""
 
     client_order_id: str
-    status: str
-    broker_order_id: str | None = None
+    status: GatewayStatus
+    broker_order_id: BrokerOrderId | None = None
     symbol: str | None = None
     side: str | None = None
     qty: DecimalText | None = None
@@ -173,8 +183,8 @@ class OrderDetail(_Wire):
     """`GET /api/v1/orders/{client_order_id}`."""
 
     client_order_id: str
-    status: str
-    broker_order_id: str | None = None
+    status: GatewayStatus
+    broker_order_id: BrokerOrderId | None = None
     symbol: str | None = None
     side: str | None = None
     qty: DecimalText | None = None
@@ -380,6 +390,26 @@ class RunPage(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+MAX_LISTED_ERRORS = 3
+
+
+def listed_problems(problems: Sequence[str]) -> str:
+    """The first few problems, so that one bad payload still makes a one-line message."""
+    text = "; ".join(problems[:MAX_LISTED_ERRORS])
+    extra = len(problems) - MAX_LISTED_ERRORS
+    return f"{text}; and {extra} more" if extra > 0 else text
+
+
+def validation_text(exc: ValidationError) -> str:
+    """The first few validation errors as `signals[2].target_weight: <why>; ...`."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+        message = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where.lstrip('.')}: {message}" if where else message)
+    return listed_problems(parts)
 
 
 def symbols_from(values: Iterable[str]) -> list[str]:

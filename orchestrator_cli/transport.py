@@ -30,6 +30,7 @@ from tenacity import (
 logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+DETAIL_LIMIT = 200
 HALT_MARKERS = ("kill-switch", "kill switch", "circuit breaker")
 
 
@@ -92,6 +93,35 @@ def describe_error(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def _compact(value: Any) -> str:
+    """Render a JSON error detail (object, list, scalar) as short text."""
+    if isinstance(value, dict):
+        if "loc" in value and "msg" in value:  # one FastAPI validation error
+            return f"{'.'.join(str(part) for part in value['loc'])}: {value['msg']}"
+        rest = ", ".join(f"{key}={_compact(item)}" for key, item in value.items() if key != "error")
+        if "error" not in value:
+            return rest
+        return f"{value['error']} ({rest})" if rest else str(value["error"])
+    if isinstance(value, list):
+        return "; ".join(_compact(item) for item in value)
+    return str(value)
+
+
+def response_detail(response: requests.Response) -> str:
+    """The service's `detail` (or its body text) as one line of at most ~200 characters."""
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        text = response.text
+    else:
+        detail = body.get("detail", body) if isinstance(body, dict) else body
+        text = detail if isinstance(detail, str) else _compact(detail)
+    text = " ".join(text.split())
+    if len(text) > DETAIL_LIMIT:
+        text = text[: DETAIL_LIMIT - 3] + "..."
+    return text or "no detail given"
+
+
 @dataclass
 class HttpClient:
     """Base URL + pooled session + retry policy; `sleep` is injectable so tests never wait."""
@@ -132,10 +162,12 @@ class HttpClient:
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        observe: Callable[[requests.Response | requests.RequestException], None] | None = None,
     ) -> requests.Response:
         """Send with retries; returns the final response (possibly a retryable status).
 
         Raises `requests.RequestException` when the last attempt failed in transport.
+        `observe` sees every attempt's response or transport error, not only the last.
         """
         url = f"{self.base_url}{path}"
         body = None
@@ -145,9 +177,16 @@ class HttpClient:
             all_headers["Content-Type"] = "application/json"
 
         def attempt() -> requests.Response:
-            response = self.session.request(
-                method, url, data=body, params=params, headers=all_headers, timeout=self.timeout
-            )
+            try:
+                response = self.session.request(
+                    method, url, data=body, params=params, headers=all_headers, timeout=self.timeout
+                )
+            except requests.RequestException as exc:
+                if observe is not None:
+                    observe(exc)
+                raise
+            if observe is not None:
+                observe(response)
             if response.status_code in RETRYABLE_STATUSES and not is_halt_response(response):
                 raise TransientStatusError(response)
             return response
@@ -164,6 +203,15 @@ class HttpClient:
             return retrying(attempt)
         except TransientStatusError as exc:
             return exc.response
+
+
+def attempts_text(http: HttpClient, failure: requests.Response | BaseException) -> str:
+    """` after N attempts` when the failure is one the transport retried to the end, else ``."""
+    if isinstance(failure, requests.Response):
+        retried = failure.status_code in RETRYABLE_STATUSES and not is_halt_response(failure)
+    else:
+        retried = isinstance(failure, requests.ConnectionError | requests.Timeout)
+    return f" after {http.max_attempts} attempts" if retried else ""
 
 
 def make_session(pool_size: int, auth: requests.auth.AuthBase | None = None) -> requests.Session:

@@ -1,0 +1,325 @@
+"""Execution Gateway client: submit orders and classify every answer; read positions and state.
+
+`submit_order` never raises for a per-order outcome: every answer, and every transport failure,
+becomes a `SubmitOutcome`. A failure is never called a rejection: an order that may have reached
+the gateway is UNKNOWN (settled later with `get_order`), and NOT_SENT is kept for the cases
+where no attempt can have created it (connection refused, rate limited). The read endpoints
+raise `ServiceError` / `ServiceUnavailableError` instead.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from decimal import Decimal
+from typing import TypeVar
+from urllib.parse import quote
+
+import requests
+from pydantic import BaseModel, ValidationError
+
+from orchestrator_cli.config import mask_url
+from orchestrator_cli.errors import ServiceError, ServiceUnavailableError
+from orchestrator_cli.schemas import (
+    GatewayConfig,
+    GatewayHealth,
+    KillSwitchStatus,
+    OrderAck,
+    OrderDetail,
+    OrderRequest,
+    OutcomeKind,
+    PositionsResponse,
+    SubmitOutcome,
+    classify_status,
+    parse_json,
+    validation_text,
+)
+from orchestrator_cli.transport import (
+    RETRYABLE_STATUSES,
+    HttpClient,
+    attempts_text,
+    describe_error,
+    is_halt_response,
+    never_sent,
+    parse_retry_after,
+    response_detail,
+)
+
+ORDERS_PATH = "/api/v1/orders"
+POSITIONS_PATH = "/api/v1/positions"
+HEALTH_PATH = "/health"
+KILL_SWITCH_PATH = "/api/v1/kill-switch/status"
+CONFIG_PATH = "/api/v1/config"
+# Starlette's answer for a path it has no route for: a wrong base URL, not a missing order.
+NO_ROUTE_DETAIL = "Not Found"
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class _DeliveryLog:
+    """Watches every attempt of one submission (the transport returns only the last).
+
+    An answer to the last attempt does not undo an earlier one: after a read timeout (the
+    gateway may have created the order, then crashed), refused connections or a refusal must
+    not be recorded as "not sent" or "rejected". Only an attempt that never connected, or got
+    a 429, cannot have created the order.
+    """
+
+    def __init__(self) -> None:
+        self._reached: list[bool] = []  # per attempt: may it have created the order?
+
+    def note(self, result: requests.Response | requests.RequestException) -> None:
+        if isinstance(result, requests.Response):
+            self._reached.append(result.status_code != 429)
+        else:
+            self._reached.append(not never_sent(result))
+
+    @property
+    def maybe_created(self) -> bool:
+        return any(self._reached)
+
+    @property
+    def maybe_created_before_last(self) -> bool:
+        return any(self._reached[:-1])
+
+    def after(self) -> str:
+        attempts = len(self._reached)
+        return f" after {attempts} attempt{'s' if attempts != 1 else ''}"
+
+
+class GatewayClient:
+    """Client of the Execution Gateway over one `HttpClient` (retries live in the transport)."""
+
+    def __init__(self, http: HttpClient) -> None:
+        self._http = http
+
+    @property
+    def _service(self) -> str:
+        return self._http.service
+
+    # --- orders ---------------------------------------------------------------------------
+
+    def submit_order(self, order: OrderRequest) -> SubmitOutcome:
+        """POST (retried under the same client_order_id) and classify the answer; never raises."""
+        log = _DeliveryLog()
+        try:
+            response = self._http.request(
+                "POST", ORDERS_PATH, json_body=order.wire(), observe=log.note
+            )
+        except requests.RequestException as exc:
+            return self._transport_outcome(order, exc, log)
+        if response.status_code == 200:
+            return self._acknowledged(order, response)
+        return self._refused_or_unknown(order, response, log)
+
+    def _settle_hint(self, order: OrderRequest) -> str:
+        return f"the order may exist: settle it with GET {ORDERS_PATH}/{order.client_order_id}"
+
+    def _transport_outcome(
+        self, order: OrderRequest, exc: requests.RequestException, log: _DeliveryLog
+    ) -> SubmitOutcome:
+        reason = describe_error(exc)
+        if not log.maybe_created:
+            return SubmitOutcome(
+                client_order_id=order.client_order_id,
+                kind=OutcomeKind.NOT_SENT,
+                order_status="not_sent",
+                message=f"could not reach the {self._service} at "
+                f"{mask_url(self._http.base_url)} ({reason}){log.after()}; the order was not sent",
+                sent=False,
+            )
+        return SubmitOutcome(
+            client_order_id=order.client_order_id,
+            kind=OutcomeKind.UNKNOWN,
+            order_status="unknown",
+            message=f"no answer from the {self._service} ({reason}){log.after()}; "
+            f"{self._settle_hint(order)}",
+        )
+
+    def _acknowledged(self, order: OrderRequest, response: requests.Response) -> SubmitOutcome:
+        try:
+            ack = OrderAck.model_validate(parse_json(response.content))
+        except ValidationError as exc:
+            problem = validation_text(exc)
+        except ValueError as exc:
+            problem = f"body is not valid JSON ({exc})"
+        else:
+            if ack.client_order_id != order.client_order_id:
+                problem = f"it acknowledged client_order_id {ack.client_order_id[:40]!r}"
+            else:
+                kind = classify_status(ack.status)
+                return SubmitOutcome(
+                    client_order_id=order.client_order_id,
+                    kind=kind,
+                    order_status=ack.status,
+                    broker_order_id=ack.broker_order_id,
+                    message=ack.message,
+                    http_status=200,
+                    stops_run=kind is OutcomeKind.BLOCKED,
+                )
+        return SubmitOutcome(
+            client_order_id=order.client_order_id,
+            kind=OutcomeKind.UNKNOWN,
+            order_status="unknown",
+            message=f"the {self._service} answered HTTP 200 with an unusable body: {problem}; "
+            f"{self._settle_hint(order)}",
+            http_status=200,
+        )
+
+    def _refused_or_unknown(
+        self, order: OrderRequest, response: requests.Response, log: _DeliveryLog
+    ) -> SubmitOutcome:
+        status = response.status_code
+        detail = response_detail(response)
+
+        def answer(
+            kind: OutcomeKind, order_status: str, message: str, *, stop: bool = False
+        ) -> SubmitOutcome:
+            if kind is not OutcomeKind.UNKNOWN and log.maybe_created_before_last:
+                kind, order_status = OutcomeKind.UNKNOWN, "unknown"
+                message = (
+                    f"the {self._service} answered HTTP {status}{log.after()}: {detail}, but an "
+                    f"earlier attempt may have reached it; {self._settle_hint(order)}"
+                )
+            return SubmitOutcome(
+                client_order_id=order.client_order_id,
+                kind=kind,
+                order_status=order_status,
+                message=message,
+                http_status=status,
+                stops_run=stop,
+                sent=kind is not OutcomeKind.NOT_SENT,
+            )
+
+        if status in (400, 422):
+            return answer(OutcomeKind.REJECTED, "rejected", detail)
+        if status == 409:
+            return answer(
+                OutcomeKind.REJECTED,
+                "rejected",
+                f"client_order_id {order.client_order_id} already used for a different order "
+                f"at the gateway: {detail}",
+            )
+        if status in (401, 403):
+            refused = "authentication" if status == 401 else "permission"
+            return answer(
+                OutcomeKind.BLOCKED,
+                "blocked",
+                f"the {self._service} refused {refused} (HTTP {status}): {detail}; "
+                "check the service credentials; no further order is sent",
+                stop=True,
+            )
+        if is_halt_response(response):
+            breaker = "circuit breaker" in response.text.lower()
+            halted = "blocked_circuit_breaker" if breaker else "blocked_kill_switch"
+            return answer(OutcomeKind.BLOCKED, halted, detail, stop=True)
+        if status == 429:
+            return answer(
+                OutcomeKind.NOT_SENT,
+                "not_sent",
+                f"rate limited by the gateway (HTTP 429){log.after()}: {detail}; "
+                "the order was not created: re-run later to send it",
+            )
+        retried = log.after() if status in RETRYABLE_STATUSES else ""
+        return answer(
+            OutcomeKind.UNKNOWN,
+            "unknown",
+            f"the {self._service} answered HTTP {status}{retried}: {detail}; "
+            f"{self._settle_hint(order)}",
+        )
+
+    def get_order(self, client_order_id: str) -> OrderDetail | None:
+        """The order as the gateway has it, or None when the gateway says it has no such order."""
+        path = f"{ORDERS_PATH}/{quote(client_order_id, safe='')}"
+        response = self._get(path)
+        if response.status_code == 404 and response_detail(response) != NO_ROUTE_DETAIL:
+            return None
+        detail = self._parse(OrderDetail, path, response)
+        if detail.client_order_id != client_order_id:
+            raise self._bad_payload(
+                path, f"it describes client_order_id {detail.client_order_id[:40]!r}"
+            )
+        return detail
+
+    # --- state ----------------------------------------------------------------------------
+
+    def get_positions(self) -> dict[str, Decimal]:
+        """Signed quantity per symbol (negative = short); flat positions are left out."""
+        positions = self._parse(PositionsResponse, POSITIONS_PATH, self._get(POSITIONS_PATH))
+        counts = Counter(position.symbol for position in positions.positions)
+        repeated = sorted(symbol for symbol, count in counts.items() if count > 1)
+        if repeated:
+            raise self._bad_payload(POSITIONS_PATH, f"symbol(s) {', '.join(repeated)} listed twice")
+        return {p.symbol: p.qty for p in positions.positions if p.qty != 0}
+
+    def get_health(self) -> GatewayHealth:
+        """The health the body reports (the endpoint answers 200 even when unhealthy)."""
+        return self._parse(GatewayHealth, HEALTH_PATH, self._get(HEALTH_PATH))
+
+    def get_kill_switch(self) -> KillSwitchStatus:
+        """The kill-switch state; a 503 (state unknown) raises ServiceError."""
+        response = self._get(KILL_SWITCH_PATH)
+        if response.status_code == 503:
+            raise ServiceError(
+                f"{self._service} GET {KILL_SWITCH_PATH}: kill-switch state unknown (HTTP 503: "
+                f"{response_detail(response)}); treat trading as halted and check the gateway"
+            )
+        return self._parse(KillSwitchStatus, KILL_SWITCH_PATH, response)
+
+    def get_config(self) -> GatewayConfig:
+        """The gateway's configuration: dry_run and alpaca_paper say whether orders go live."""
+        return self._parse(GatewayConfig, CONFIG_PATH, self._get(CONFIG_PATH))
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _get(self, path: str) -> requests.Response:
+        try:
+            return self._http.request("GET", path)
+        except requests.RequestException as exc:
+            raise self._unavailable(
+                path, describe_error(exc), attempts_text(self._http, exc)
+            ) from exc
+
+    def _parse(self, model: type[ModelT], path: str, response: requests.Response) -> ModelT:
+        """The 200 body of GET `path` as `model`; any other status raises."""
+        if response.status_code != 200:
+            raise self._status_error(path, response)
+        try:
+            return model.model_validate(parse_json(response.content))
+        except ValidationError as exc:
+            raise self._bad_payload(path, validation_text(exc)) from exc
+        except ValueError as exc:
+            raise self._bad_payload(path, f"body is not valid JSON ({exc})") from exc
+
+    def _unavailable(
+        self, path: str, reason: str, attempts: str, retry_after: float | None = None
+    ) -> ServiceUnavailableError:
+        return ServiceUnavailableError(
+            f"{self._service} at {mask_url(self._http.base_url)} unavailable: GET {path} "
+            f"{reason}{attempts}; check that it is running and that EXECUTION_GATEWAY_URL "
+            "points at it",
+            retry_after=retry_after,
+        )
+
+    def _status_error(self, path: str, response: requests.Response) -> ServiceError:
+        status = response.status_code
+        detail = response_detail(response)
+        if status in RETRYABLE_STATUSES:
+            return self._unavailable(
+                path,
+                f"HTTP {status} ({detail})",
+                attempts_text(self._http, response),
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
+        if status in (401, 403):
+            action = "check the service credentials"
+        elif status == 404:
+            action = "check that EXECUTION_GATEWAY_URL points at the Execution Gateway"
+        else:
+            action = "check the gateway logs"
+        return ServiceError(f"{self._service} GET {path} failed: HTTP {status}: {detail}; {action}")
+
+    def _bad_payload(self, path: str, reason: str) -> ServiceError:
+        return ServiceError(
+            f"{self._service} returned a bad payload at GET {path}: {reason}; "
+            "check the gateway version against the contract"
+        )

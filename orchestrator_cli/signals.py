@@ -1,0 +1,167 @@
+"""Signal Service client: fetch target weights and refuse any payload that breaks the contract.
+
+A bad payload (not JSON, a missing field, a non-finite number, a weight outside [-1, 1], a
+missing, duplicate or unrequested symbol, another date) raises `SignalPayloadError`, so the run
+sends no order at all. Transient failures are retried by the transport; whatever outlasts the
+retries raises `ServiceUnavailableError`, and any other status raises `ServiceError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+
+import requests
+from pydantic import ValidationError
+
+from orchestrator_cli.config import mask_url
+from orchestrator_cli.errors import (
+    ConfigError,
+    ServiceError,
+    ServiceUnavailableError,
+    SignalPayloadError,
+)
+from orchestrator_cli.schemas import (
+    SignalRequest,
+    SignalResponse,
+    listed_problems,
+    parse_json,
+    validation_text,
+)
+from orchestrator_cli.transport import (
+    RETRYABLE_STATUSES,
+    HttpClient,
+    attempts_text,
+    describe_error,
+    parse_retry_after,
+    response_detail,
+)
+
+GENERATE_PATH = "/api/v1/signals/generate"
+READY_PATH = "/ready"
+
+# What each non-retryable status means at the Signal Service, and what the user can do about it.
+_STATUS_HINTS = {
+    400: ("bad parameters or data unavailable", "check the symbols and the --as-of date"),
+    401: ("authentication failed", "check the service credentials"),
+    403: (
+        "authentication refused or strategy not active",
+        "check the service credentials and that the strategy is active",
+    ),
+    404: ("market data not found", "check the symbols and the --as-of date"),
+    422: ("request rejected", "check the symbols, --top-n and --bottom-n"),
+    500: ("internal error", "check the Signal Service logs, then re-run"),
+}
+
+
+def _duplicates_and_strangers(symbols: Sequence[str], requested: set[str]) -> list[str]:
+    problems = []
+    seen: set[str] = set()
+    for index, symbol in enumerate(symbols):
+        if symbol not in requested:
+            problems.append(f"signals[{index}].symbol: {symbol} was not requested")
+        elif symbol in seen:
+            problems.append(f"signals[{index}].symbol: duplicate symbol {symbol}")
+        seen.add(symbol)
+    return problems
+
+
+def check_signals(
+    response: SignalResponse, requested: Sequence[str], as_of_date: date | None
+) -> list[str]:
+    """Contract problems a schema cannot see: every requested symbol once, the requested date."""
+    symbols = [signal.symbol for signal in response.signals]
+    wanted = set(requested)
+    problems = _duplicates_and_strangers(symbols, wanted)
+    missing = [symbol for symbol in dict.fromkeys(requested) if symbol not in symbols]
+    if missing:
+        problems.append(f"no signal for requested symbol(s) {', '.join(missing)}")
+    if as_of_date is not None and response.metadata.as_of_date != as_of_date:
+        problems.append(
+            f"metadata.as_of_date {response.metadata.as_of_date} differs from the requested "
+            f"{as_of_date}"
+        )
+    return problems
+
+
+class SignalClient:
+    """Client of the Signal Service over one `HttpClient` (retries live in the transport)."""
+
+    def __init__(self, http: HttpClient) -> None:
+        self._http = http
+
+    def fetch_signals(
+        self,
+        symbols: Sequence[str],
+        *,
+        as_of_date: date | None,
+        top_n: int | None = None,
+        bottom_n: int | None = None,
+    ) -> SignalResponse:
+        """Signals for exactly `symbols`; raises SignalPayloadError on any contract breach."""
+        try:
+            request = SignalRequest(
+                symbols=list(symbols), as_of_date=as_of_date, top_n=top_n, bottom_n=bottom_n
+            )
+        except ValidationError as exc:
+            raise ConfigError(
+                f"invalid Signal Service request: {validation_text(exc)} "
+                "(fix --symbols, --top-n or --bottom-n)"
+            ) from exc
+        try:
+            response = self._http.request(
+                "POST", GENERATE_PATH, json_body=request.model_dump(mode="json")
+            )
+        except requests.RequestException as exc:
+            raise self._unavailable(describe_error(exc), attempts_text(self._http, exc)) from exc
+        if response.status_code != 200:
+            raise self._status_error(response)
+        try:
+            parsed = SignalResponse.model_validate(parse_json(response.content))
+        except ValidationError as exc:
+            raise self._bad_payload(validation_text(exc)) from exc
+        except ValueError as exc:
+            raise self._bad_payload(f"body is not valid JSON ({exc})") from exc
+        problems = check_signals(parsed, request.symbols, as_of_date)
+        if problems:
+            raise self._bad_payload(listed_problems(problems))
+        return parsed
+
+    def is_ready(self) -> bool:
+        """True only when `GET /ready` answers 200; another status or a transport error is False."""
+        try:
+            return self._http.request("GET", READY_PATH).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def _unavailable(
+        self, reason: str, attempts: str, retry_after: float | None = None
+    ) -> ServiceUnavailableError:
+        return ServiceUnavailableError(
+            f"{self._http.service} at {mask_url(self._http.base_url)} unavailable: "
+            f"POST {GENERATE_PATH} {reason}{attempts}; check that it is running and ready "
+            "(GET /ready) and that SIGNAL_SERVICE_URL points at it, then re-run",
+            retry_after=retry_after,
+        )
+
+    def _status_error(self, response: requests.Response) -> ServiceError:
+        status = response.status_code
+        detail = response_detail(response)
+        if status in RETRYABLE_STATUSES:
+            what = "rate limited" if status == 429 else f"HTTP {status}"
+            return self._unavailable(
+                f"{what} ({detail})",
+                attempts_text(self._http, response),
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
+        meaning, action = _STATUS_HINTS.get(status, ("unexpected answer", "check the service"))
+        return ServiceError(
+            f"{self._http.service} POST {GENERATE_PATH} failed: HTTP {status} {meaning}: "
+            f"{detail}; {action}"
+        )
+
+    def _bad_payload(self, reason: str) -> SignalPayloadError:
+        return SignalPayloadError(
+            f"{self._http.service} returned a bad payload at POST {GENERATE_PATH}: {reason}; "
+            "no order was sent"
+        )

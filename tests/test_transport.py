@@ -1,0 +1,198 @@
+import json
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+import pytest
+import requests
+import responses
+from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+from orchestrator_cli.transport import (
+    HttpClient,
+    describe_error,
+    is_halt_response,
+    never_sent,
+    parse_retry_after,
+)
+
+BASE = "http://service.test"
+URL = f"{BASE}/api/v1/thing"
+NOW = datetime(2024, 12, 31, 14, 30, tzinfo=UTC).timestamp()
+
+
+def refused() -> requests.ConnectionError:
+    reason = NewConnectionError(None, "Failed to establish a new connection: [Errno 111]")  # type: ignore[arg-type]
+    return requests.ConnectionError(MaxRetryError(None, "/api/v1/thing", reason=reason))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def rsps():
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        yield mock
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def http(sleeps):
+    with requests.Session() as session:
+        yield HttpClient(
+            service="Test Service",
+            base_url=BASE,
+            timeout=5,
+            max_attempts=3,
+            session=session,
+            sleep=sleeps.append,
+        )
+
+
+# --- parse_retry_after ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("5", 5.0),
+        (" 120 ", 120.0),
+        ("1.5", 1.5),
+        ("0", 0.0),
+        ("-3", 0.0),
+        (format_datetime(datetime(2024, 12, 31, 14, 30, 30, tzinfo=UTC), usegmt=True), 30.0),
+        (format_datetime(datetime(2024, 12, 31, 14, 29, tzinfo=UTC), usegmt=True), 0.0),
+        ("soon", None),
+        ("Tue, 99 Foo 2024", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_retry_after(value, expected):
+    assert parse_retry_after(value, now=NOW) == expected
+
+
+# --- retries --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_attempts", [1, 2, 4])
+def test_retries_stop_at_max_attempts_and_return_the_last_response(
+    rsps, sleeps, http, max_attempts
+):
+    http.max_attempts = max_attempts
+    rsps.add(responses.GET, URL, status=503, json={"detail": "model not loaded"})
+    response = http.request("GET", "/api/v1/thing")
+    assert response.status_code == 503
+    assert len(rsps.calls) == max_attempts
+    assert len(sleeps) == max_attempts - 1
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422, 500])
+def test_other_statuses_are_never_retried(rsps, sleeps, http, status):
+    rsps.add(responses.POST, URL, status=status, json={"detail": "no"})
+    assert http.request("POST", "/api/v1/thing", json_body={"a": 1}).status_code == status
+    assert len(rsps.calls) == 1
+    assert sleeps == []
+
+
+@pytest.mark.parametrize(
+    "detail", ["Kill-switch engaged - new orders blocked", "Circuit breaker tripped"]
+)
+def test_a_halt_503_is_not_retried(rsps, sleeps, http, detail):
+    rsps.add(responses.POST, URL, status=503, json={"detail": detail})
+    response = http.request("POST", "/api/v1/thing", json_body={})
+    assert response.status_code == 503
+    assert is_halt_response(response)
+    assert len(rsps.calls) == 1
+    assert sleeps == []
+
+
+def test_a_transient_status_then_success_returns_the_success(rsps, sleeps, http):
+    rsps.add(responses.GET, URL, status=502)
+    rsps.add(responses.GET, URL, status=429, headers={"Retry-After": "4"})
+    rsps.add(responses.GET, URL, status=200, json={"ok": True})
+    response = http.request("GET", "/api/v1/thing")
+    assert response.json() == {"ok": True}
+    assert len(rsps.calls) == 3
+    assert len(sleeps) == 2
+    assert sleeps[1] == 4.0
+
+
+@pytest.mark.parametrize(
+    ("make_error", "expected_type"),
+    [
+        (refused, requests.ConnectionError),
+        (lambda: requests.ConnectTimeout("connect timed out"), requests.ConnectTimeout),
+        (lambda: requests.ReadTimeout("read timed out"), requests.ReadTimeout),
+    ],
+)
+def test_transport_errors_are_reraised_after_the_last_attempt(
+    rsps, sleeps, http, make_error, expected_type
+):
+    for _ in range(3):
+        rsps.add(responses.GET, URL, body=make_error())
+    with pytest.raises(expected_type):
+        http.request("GET", "/api/v1/thing")
+    assert len(rsps.calls) == 3
+    assert len(sleeps) == 2
+
+
+def test_a_connection_error_then_success_is_retried(rsps, http):
+    rsps.add(responses.GET, URL, body=refused())
+    rsps.add(responses.GET, URL, json={"ok": True})
+    assert http.request("GET", "/api/v1/thing").status_code == 200
+    assert len(rsps.calls) == 2
+
+
+def test_the_body_is_compact_and_identical_on_every_attempt(rsps, http):
+    rsps.add(responses.POST, URL, status=503)
+    rsps.add(responses.POST, URL, status=504)
+    rsps.add(responses.POST, URL, status=200)
+    body = {"symbol": "AAPL", "qty": 133, "limit_price": "150.25", "tags": [1, 2]}
+    http.request("POST", "/api/v1/thing", json_body=body)
+    sent = [call.request.body for call in rsps.calls]
+    assert sent == [b'{"symbol":"AAPL","qty":133,"limit_price":"150.25","tags":[1,2]}'] * 3
+    assert json.loads(sent[0]) == body
+    assert all(c.request.headers["Content-Type"] == "application/json" for c in rsps.calls)
+
+
+def test_a_get_sends_no_body(rsps, http):
+    rsps.add(responses.GET, URL, json={})
+    http.request("GET", "/api/v1/thing")
+    assert rsps.calls[0].request.body is None
+    assert rsps.calls[0].request.headers["Accept"] == "application/json"
+
+
+def test_backoff_waits_grow_and_go_through_the_injected_sleep(rsps, sleeps, http):
+    http.max_attempts = 4
+    rsps.add(responses.GET, URL, status=503)
+    http.request("GET", "/api/v1/thing")
+    base = http.base_backoff
+    assert len(sleeps) == 3
+    for attempt, waited in enumerate(sleeps):
+        assert base * 2**attempt <= waited <= base * 2**attempt + base
+
+
+@pytest.mark.parametrize(("header", "expected"), [("7", 7.0), ("0.5", 0.5), ("3600", 30.0)])
+def test_retry_after_is_honoured_up_to_the_cap(rsps, sleeps, http, header, expected):
+    rsps.add(responses.GET, URL, status=429, headers={"Retry-After": header})
+    assert http.request("GET", "/api/v1/thing").status_code == 429
+    assert sleeps == [expected, expected]
+
+
+# --- classification helpers -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make_error", "sent", "description"),
+    [
+        (refused, False, "connection failed"),
+        (lambda: requests.ConnectTimeout("connect timed out"), False, "timed out"),
+        (lambda: requests.ReadTimeout("read timed out"), True, "timed out"),
+        (lambda: requests.ConnectionError("Connection aborted."), True, "connection lost"),
+    ],
+)
+def test_never_sent_and_describe_error(make_error, sent, description):
+    error = make_error()
+    assert never_sent(error) is not sent
+    assert describe_error(error) == description
