@@ -1,0 +1,427 @@
+"""The sandbox's shared state (prices, positions, orders) and the faults it can inject.
+
+`SandboxState` guards everything with one lock; the gateway's idempotency check, risk checks,
+order store and fill happen in one critical section (`place_order`), so concurrent submissions
+of the same `client_order_id` create one order. With a state file, every mutation is saved
+atomically so a second process sees the first one's fills. Faults are never persisted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+CENT = Decimal("0.01")
+FAT_FINGER_NOTIONAL = Decimal(1_000_000)
+KILL_SWITCH_DETAIL = "Kill-switch engaged - new orders blocked"
+SIGNAL_FAULTS = frozenset(
+    {
+        "malformed",
+        "nan_weight",
+        "weight_out_of_range",
+        "wrong_date",
+        "unrequested_symbol",
+        "duplicate_symbol",
+        "http_500",
+        "http_503",
+    }
+)
+DEFAULT_PRICES = {
+    symbol: Decimal(price)
+    for symbol, price in {
+        "AAPL": "190.00",
+        "MSFT": "420.00",
+        "GOOGL": "170.00",
+        "GOOG": "171.00",
+        "AMZN": "185.00",
+        "TSLA": "250.00",
+        "NVDA": "120.00",
+        "META": "500.00",
+        "SPY": "560.00",
+        "QQQ": "480.00",
+        "JPM": "200.00",
+        "V": "275.00",
+        "NFLX": "650.00",
+        "AMD": "160.00",
+        "INTC": "22.00",
+    }.items()
+}
+
+
+@dataclass
+class SandboxFaults:
+    """What the sandbox gets wrong on purpose: every fault off by default, mutable at run time."""
+
+    latency_ms: int = 0
+    error_rate: float = 0.0
+    rate_limit_rate: float = 0.0
+    retry_after_seconds: float = 0.0
+    timeout_after_accept_rate: float = 0.0
+    hang_seconds: float = 2.0
+    drop_after_accept_rate: float = 0.0
+    kill_switch_engaged: bool = False
+    kill_switch_after_orders: int | None = None
+    signal_fault: str | None = None
+    missing_price_symbols: set[str] = field(default_factory=set)
+    stale_price_symbols: set[str] = field(default_factory=set)
+    gateway_dry_run: bool = False
+    gateway_health: str = "healthy"
+    max_position_shares: int = 1000
+    seed: int | None = None
+
+    def update(self, changes: Mapping[str, Any]) -> None:
+        """Apply a partial update from JSON; ValueError names a bad field and nothing changes."""
+        kinds = {f.name: str(f.type) for f in fields(self)}
+        parsed = {}
+        for name, value in changes.items():
+            if name not in kinds:
+                raise ValueError(f"unknown fault: {name}")
+            parsed[name] = _fault_value(name, kinds[name], value)
+        for name, value in parsed.items():
+            setattr(self, name, value)
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["missing_price_symbols"] = sorted(self.missing_price_symbols)
+        data["stale_price_symbols"] = sorted(self.stale_price_symbols)
+        return data
+
+
+def _fault_value(name: str, kind: str, value: Any) -> Any:
+    """Check one JSON value against the field's annotation (dataclass types are strings here)."""
+    if value is None and kind.endswith(" | None"):
+        return None
+    kind = kind.removesuffix(" | None")
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "bool" and isinstance(value, bool):
+        return value
+    if kind == "int" and number and isinstance(value, int):
+        return value
+    limit = 1 if name.endswith("_rate") else math.inf
+    if kind == "float" and number and math.isfinite(value) and 0 <= value <= limit:
+        return float(value)
+    if (
+        kind == "str"
+        and isinstance(value, str)
+        and (name != "signal_fault" or value in SIGNAL_FAULTS)
+    ):
+        return value
+    if kind == "set[str]" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return set(value)
+    raise ValueError(f"bad value for fault {name}: {value!r}")
+
+
+@dataclass(frozen=True)
+class OrderTicket:
+    """A validated order request, with its client_order_id (given or derived)."""
+
+    client_order_id: str
+    symbol: str
+    side: str
+    qty: int
+    order_type: str
+    time_in_force: str
+    limit_price: Decimal | None
+    stop_price: Decimal | None
+
+
+@dataclass(frozen=True)
+class Holding:
+    qty: Decimal
+    avg_entry_price: Decimal
+    realized_pl: Decimal
+    updated_at: datetime
+    last_trade_at: datetime | None
+
+
+class OrderRefused(Exception):
+    """The gateway refuses an order: HTTP status and the `detail` of the error body."""
+
+    def __init__(self, status: int, detail: Any) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso_z(moment: datetime) -> str:
+    """RFC 3339 in UTC with a `Z` suffix, as the real services write timestamps."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def hashed_price(symbol: str) -> Decimal:
+    """A stable price in [10, 500) with two decimals for a symbol with no default price."""
+    cents = int.from_bytes(hashlib.sha256(symbol.encode()).digest()[:8], "big") % 49_000
+    return Decimal(1_000 + cents).scaleb(-2)
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else format(value, "f")
+
+
+def _same_order(record: Mapping[str, Any], ticket: OrderTicket) -> bool:
+    """Whether a stored order has the same payload (prices compared as numbers)."""
+
+    def number(text: str | None) -> Decimal | None:
+        return None if text is None else Decimal(text)
+
+    return (
+        record["symbol"],
+        record["side"],
+        record["qty"],
+        record["order_type"],
+        record["time_in_force"],
+        number(record["limit_price"]),
+        number(record["stop_price"]),
+    ) == (
+        ticket.symbol,
+        ticket.side,
+        ticket.qty,
+        ticket.order_type,
+        ticket.time_in_force,
+        ticket.limit_price,
+        ticket.stop_price,
+    )
+
+
+def _fill(holding: Holding | None, signed_qty: Decimal, price: Decimal, now: datetime) -> Holding:
+    """The holding after a fill: average entry on adds, realized P&L on reductions."""
+    old_qty = holding.qty if holding else Decimal(0)
+    avg = holding.avg_entry_price if holding else price
+    realized = holding.realized_pl if holding else Decimal(0)
+    new_qty = old_qty + signed_qty
+    if old_qty == 0 or (old_qty > 0) == (signed_qty > 0):
+        avg = (abs(old_qty) * avg + abs(signed_qty) * price) / abs(new_qty)
+    else:
+        closed = min(abs(signed_qty), abs(old_qty))
+        realized += (price - avg) * closed * (1 if old_qty > 0 else -1)
+        if new_qty != 0 and (new_qty > 0) != (old_qty > 0):
+            avg = price  # flipped through zero: the remainder opened at this price
+    return Holding(new_qty, avg.quantize(CENT), realized.quantize(CENT), now, now)
+
+
+class SandboxState:
+    """Prices, positions and orders of the simulated services; thread-safe under `lock`."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.lock = threading.Lock()
+        self.path = path
+        self.prices: dict[str, Decimal] = dict(DEFAULT_PRICES)
+        self.positions: dict[str, Holding] = {}
+        self.orders: dict[str, dict[str, Any]] = {}
+        self.post_attempts = 0
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def price_of(self, symbol: str) -> Decimal:
+        """The symbol's price: a set or default one, else a stable hash-derived one."""
+        with self.lock:
+            return self._price_of(symbol)
+
+    def _price_of(self, symbol: str) -> Decimal:
+        return self.prices.get(symbol) or hashed_price(symbol)
+
+    def position(self, symbol: str) -> Decimal:
+        """Signed quantity held (negative = short), 0 when flat."""
+        with self.lock:
+            holding = self.positions.get(symbol)
+            return holding.qty if holding else Decimal(0)
+
+    def holdings(self) -> dict[str, Holding]:
+        with self.lock:
+            return dict(self.positions)
+
+    def order(self, client_order_id: str) -> dict[str, Any] | None:
+        """A copy of the stored order record, or None."""
+        with self.lock:
+            record = self.orders.get(client_order_id)
+            return None if record is None else dict(record)
+
+    def orders_created(self) -> int:
+        with self.lock:
+            return len(self.orders)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything as JSON-able data (the state file holds exactly this)."""
+        with self.lock:
+            return self._to_json()
+
+    # --- mutations (each one saved when there is a state file) -----------------------------
+
+    def set_price(self, symbol: str, price: Decimal) -> None:
+        with self.lock:
+            self.prices[symbol] = price
+            self._save()
+
+    def set_position(self, symbol: str, qty: Decimal) -> None:
+        """Hold `qty` (signed) of `symbol`, entered at its current price."""
+        with self.lock:
+            old = self.positions.get(symbol)
+            now = utc_now()
+            realized = old.realized_pl if old else Decimal(0)
+            self.positions[symbol] = Holding(
+                Decimal(qty), self._price_of(symbol), realized, now, None
+            )
+            self._save()
+
+    def count_post_attempt(self) -> None:
+        with self.lock:
+            self.post_attempts += 1
+            self._save()
+
+    def reset(self) -> None:
+        """Forget orders, positions and the POST counter (prices stay)."""
+        with self.lock:
+            self.orders.clear()
+            self.positions.clear()
+            self.post_attempts = 0
+            self._save()
+
+    def place_order(
+        self,
+        ticket: OrderTicket,
+        *,
+        dry_run: bool,
+        max_position_shares: int,
+        kill_switch_after_orders: int | None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Store (and for a market order fill) a new order, or return the stored one.
+
+        Returns (record copy, created). Raises OrderRefused for a reused id with a different
+        payload (409), the kill switch (503), fat-finger notional (400) or position limit (422).
+        """
+        with self.lock:
+            existing = self.orders.get(ticket.client_order_id)
+            if existing is not None:
+                if not _same_order(existing, ticket):
+                    raise OrderRefused(
+                        409,
+                        f"Order {ticket.client_order_id} already exists with different parameters",
+                    )
+                return dict(existing), False
+            if (
+                kill_switch_after_orders is not None
+                and len(self.orders) >= kill_switch_after_orders
+            ):
+                raise OrderRefused(503, KILL_SWITCH_DETAIL)
+            price = self._price_of(ticket.symbol)
+            if ticket.qty * (ticket.limit_price or price) > FAT_FINGER_NOTIONAL:
+                raise OrderRefused(400, "Order rejected by fat-finger checks: notional")
+            holding = self.positions.get(ticket.symbol)
+            current = holding.qty if holding else Decimal(0)
+            signed = Decimal(ticket.qty if ticket.side == "buy" else -ticket.qty)
+            if abs(current + signed) > max_position_shares:
+                raise OrderRefused(
+                    422,
+                    {
+                        "error": "Position limit exceeded",
+                        "symbol": ticket.symbol,
+                        "current_position": format(current, "f"),
+                        "resulting_position": format(current + signed, "f"),
+                        "max_position_shares": max_position_shares,
+                    },
+                )
+            now = utc_now()
+            fills = ticket.order_type == "market" and not dry_run
+            record: dict[str, Any] = {
+                "client_order_id": ticket.client_order_id,
+                "status": "dry_run" if dry_run else "filled" if fills else "new",
+                "broker_order_id": None if dry_run else str(uuid.uuid4()),
+                "symbol": ticket.symbol,
+                "side": ticket.side,
+                "qty": ticket.qty,
+                "order_type": ticket.order_type,
+                "time_in_force": ticket.time_in_force,
+                "limit_price": _text(ticket.limit_price),
+                "stop_price": _text(ticket.stop_price),
+                "created_at": iso_z(now),
+                "updated_at": iso_z(now),
+                "submitted_at": None if dry_run else iso_z(now),
+                "filled_qty": str(ticket.qty) if fills else "0",
+                "filled_avg_price": _text(price) if fills else None,
+                "filled_at": iso_z(now) if fills else None,
+                "error_message": None,
+                "strategy_id": None,
+            }
+            self.orders[ticket.client_order_id] = record
+            if fills:
+                self.positions[ticket.symbol] = _fill(holding, signed, price, now)
+            self._save()
+            return dict(record), True
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Replace the state with the state file's content, when there is one."""
+        if self.path is None or not self.path.exists():
+            return
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ValueError(f"sandbox state file {self.path} is not valid JSON") from exc
+        with self.lock:
+            self.prices = {**DEFAULT_PRICES, **{s: Decimal(p) for s, p in data["prices"].items()}}
+            self.positions = {
+                symbol: Holding(
+                    Decimal(row["qty"]),
+                    Decimal(row["avg_entry_price"]),
+                    Decimal(row["realized_pl"]),
+                    datetime.fromisoformat(row["updated_at"]),
+                    None
+                    if row["last_trade_at"] is None
+                    else datetime.fromisoformat(row["last_trade_at"]),
+                )
+                for symbol, row in data["positions"].items()
+            }
+            self.orders = data["orders"]
+            self.post_attempts = data["post_attempts"]
+
+    def save(self) -> None:
+        with self.lock:
+            self._save()
+
+    def _save(self) -> None:
+        """Write the state file atomically (temp file + rename); the caller holds the lock."""
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(self._to_json(), indent=1, sort_keys=True)
+        fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.replace(temp, self.path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+
+    def _to_json(self) -> dict[str, Any]:
+        return {
+            "prices": {symbol: format(price, "f") for symbol, price in self.prices.items()},
+            "positions": {
+                symbol: {
+                    "qty": format(h.qty, "f"),
+                    "avg_entry_price": format(h.avg_entry_price, "f"),
+                    "realized_pl": format(h.realized_pl, "f"),
+                    "updated_at": iso_z(h.updated_at),
+                    "last_trade_at": None if h.last_trade_at is None else iso_z(h.last_trade_at),
+                }
+                for symbol, h in self.positions.items()
+            },
+            "orders": {key: dict(record) for key, record in self.orders.items()},
+            "post_attempts": self.post_attempts,
+        }
