@@ -1,0 +1,333 @@
+"""The `orch` command line: parse, load settings, build, call the use case, render, exit."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from orchestrator_cli import __version__, render, store
+from orchestrator_cli.config import Settings, load_settings, mask_url
+from orchestrator_cli.errors import ConfigError, ExitCode, OrchError
+from orchestrator_cli.runner import RunRequest, execute_run
+from orchestrator_cli.schemas import SYMBOL_PATTERN, RunStatus, symbols_from
+from orchestrator_cli.wiring import (
+    build_run_services,
+    open_database,
+    sandboxed,
+    serve_sandbox,
+    settings_snapshot,
+)
+
+app = typer.Typer(
+    name="orch",
+    help="Trade orchestrator: target weights -> sized orders -> Execution Gateway, audited in SQL.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+runs_app = typer.Typer(help="The audit view of past runs.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+app.add_typer(db_app, name="db")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+logger = logging.getLogger("orchestrator_cli")
+
+EXIT_FOR_STATUS: dict[RunStatus, ExitCode] = {
+    "completed": ExitCode.OK,
+    "partial": ExitCode.PARTIAL,
+    "failed": ExitCode.FAILED,
+    "running": ExitCode.INTERNAL,
+}
+RUN_STATUSES = ("running", "completed", "partial", "failed")
+
+
+@contextmanager
+def handle_errors(ctx: typer.Context) -> Iterator[None]:
+    """Turn the project's errors into `Error: ...` on stderr and their exit code."""
+    debug = bool(ctx.obj and ctx.obj.get("debug"))
+    try:
+        yield
+    except OrchError as exc:
+        if debug:
+            err.print_exception()
+        err.print(f"[red]Error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        if debug:
+            err.print_exception()
+        err.print(
+            f"[red]Error:[/red] internal error: {type(exc).__name__}: {exc} "
+            "(re-run with --debug for the traceback)",
+            soft_wrap=True,
+        )
+        raise typer.Exit(ExitCode.INTERNAL) from None
+
+
+def setup_logging(level: str) -> None:
+    handler = RichHandler(console=err, show_path=False, show_time=True, markup=False)
+    logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
+    for noisy in ("urllib3", "alembic"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def emit_json(document: str) -> None:
+    """Exactly one JSON document on stdout."""
+    typer.echo(document)
+
+
+def parse_symbols(symbols: str | None, symbols_file: Path | None) -> list[str]:
+    """Symbols from --symbols (comma-separated) and --symbols-file (commas/lines, # comments)."""
+    raw: list[str] = []
+    if symbols:
+        raw.extend(symbols.split(","))
+    if symbols_file is not None:
+        try:
+            text = symbols_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"--symbols-file {symbols_file}: {exc.strerror}") from exc
+        for line in text.splitlines():
+            raw.extend(line.split("#", 1)[0].split(","))
+    result = symbols_from(raw)
+    if not result:
+        raise ConfigError("no symbols given: pass --symbols AAPL,MSFT or --symbols-file PATH")
+    bad = [s for s in result if not re.fullmatch(SYMBOL_PATTERN, s)]
+    if bad:
+        raise ConfigError(f"not a ticker symbol: {', '.join(map(repr, bad))} (check --symbols)")
+    return result
+
+
+def parse_as_of(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise ConfigError(f"--as-of {value!r} is not a date: use YYYY-MM-DD") from exc
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks for errors (may include URLs).")
+    ] = False,
+) -> None:
+    """orch: turns a strategy's target weights into orders, once, with a complete audit trail."""
+    ctx.obj = {"debug": debug}
+
+
+@app.command()
+def version() -> None:
+    """Print the version of orch."""
+    out.print(__version__)
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    symbols: Annotated[
+        str | None, typer.Option(help="Comma-separated universe, e.g. AAPL,MSFT,GOOGL.")
+    ] = None,
+    symbols_file: Annotated[
+        Path | None,
+        typer.Option(help="File of symbols (comma- or line-separated, # comments)."),
+    ] = None,
+    strategy: Annotated[str | None, typer.Option(help="Strategy id [env STRATEGY_ID].")] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="Trading date YYYY-MM-DD [default: today in America/New_York]."),
+    ] = None,
+    capital: Annotated[str | None, typer.Option(help="Capital in dollars [env CAPITAL].")] = None,
+    max_position_size: Annotated[
+        str | None, typer.Option(help="Cap per symbol in dollars [env MAX_POSITION_SIZE].")
+    ] = None,
+    top_n: Annotated[
+        int | None, typer.Option(min=0, help="Number of long positions (Signal Service).")
+    ] = None,
+    bottom_n: Annotated[
+        int | None, typer.Option(min=0, help="Number of short positions (Signal Service).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Plan and record, send no order [env DRY_RUN].")
+    ] = False,
+    sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--sandbox", help="Run against the built-in simulated services on loopback ports."
+        ),
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the run as one JSON document.")
+    ] = False,
+) -> None:
+    """Fetch signals, size orders against positions, record the plan, submit, record outcomes.
+
+    Exit codes: 0 completed, 3 partial, 1 failed, 4 invalid input, 75 run in progress.
+    """
+    with handle_errors(ctx):
+        settings = load_settings(
+            {
+                "strategy_id": strategy,
+                "capital": capital,
+                "max_position_size": max_position_size,
+                "dry_run": True if dry_run else None,
+            },
+            strategy_id="--strategy",
+        )
+        universe = parse_symbols(symbols, symbols_file)
+        as_of_date = parse_as_of(as_of)
+        setup_logging(settings.log_level)
+        with sandboxed(settings, enabled=sandbox) as effective:
+            services = build_run_services(effective, progress=logger.info)
+            request = RunRequest(
+                symbols=universe,
+                strategy_id=effective.strategy_id,
+                capital=effective.capital,
+                max_position_size=effective.max_position_size,
+                as_of_date=as_of_date,
+                top_n=top_n,
+                bottom_n=bottom_n,
+                dry_run=effective.dry_run,
+                order_concurrency=effective.order_concurrency,
+                settings_snapshot=settings_snapshot(effective),
+            )
+            result = execute_run(request, services)
+        if json_output:
+            emit_json(result.model_dump_json())
+        else:
+            render.print_run(out, result)
+        raise typer.Exit(EXIT_FOR_STATUS[result.status])
+
+
+def _settings_for_reading() -> Settings:
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    return settings
+
+
+@runs_app.command("list")
+def runs_list(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Rows to show.")] = 50,
+    offset: Annotated[int, typer.Option(min=0, help="Rows to skip (newest first).")] = 0,
+    status: Annotated[
+        str | None, typer.Option(help="Only runs with this status: " + ", ".join(RUN_STATUSES))
+    ] = None,
+    strategy: Annotated[str | None, typer.Option(help="Only runs of this strategy.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """List runs, newest first."""
+    with handle_errors(ctx):
+        if status is not None and status not in RUN_STATUSES:
+            raise ConfigError(f"--status {status!r}: use one of {', '.join(RUN_STATUSES)}")
+        sessions = open_database(_settings_for_reading())
+        with store.transaction(sessions, "listing runs") as session:
+            page = store.list_runs(
+                session, limit=limit, offset=offset, status=status, strategy_id=strategy
+            )
+        if json_output:
+            emit_json(page.model_dump_json())
+        else:
+            out.print(render.runs_table(page))
+
+
+@runs_app.command("show")
+def runs_show(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="Run id: the full UUID or a unique prefix.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Show one run with every signal-to-order mapping."""
+    with handle_errors(ctx):
+        sessions = open_database(_settings_for_reading())
+        with store.transaction(sessions, "reading the run") as session:
+            result = store.load_run(session, store.resolve_run_id(session, run_id))
+        if json_output:
+            emit_json(result.model_dump_json())
+        else:
+            render.print_run(out, result)
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Apply the Alembic migrations to DATABASE_URL (needed once for PostgreSQL)."""
+    with handle_errors(ctx):
+        settings = _settings_for_reading()
+        engine = store.make_engine(settings.database_url)
+        before, after = store.upgrade_database(engine)
+        where = mask_url(settings.database_url)
+        if before == after:
+            out.print(f"{where} is already at migration {after}")
+        else:
+            out.print(f"{where} upgraded from {before or 'empty'} to {after}")
+
+
+@app.command("sandbox")
+def sandbox_command(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to bind (keep it on loopback).")] = "127.0.0.1",
+    signal_port: Annotated[int, typer.Option(help="Signal Service port (0: any).")] = 8001,
+    gateway_port: Annotated[int, typer.Option(help="Execution Gateway port (0: any).")] = 8002,
+    market_data_port: Annotated[int, typer.Option(help="Market-data port (0: any).")] = 8003,
+    state_file: Annotated[
+        Path | None, typer.Option(help="Keep positions and orders in this JSON file.")
+    ] = None,
+    latency_ms: Annotated[int, typer.Option(min=0, help="Delay added to every answer.")] = 0,
+    error_rate: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of orders answered 503 before storing.")
+    ] = 0.0,
+    rate_limit_rate: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of orders answered 429.")
+    ] = 0.0,
+    timeout_after_accept_rate: Annotated[
+        float,
+        typer.Option(min=0, max=1, help="Share of orders stored, then answered too late."),
+    ] = 0.0,
+    drop_after_accept_rate: Annotated[
+        float,
+        typer.Option(min=0, max=1, help="Share of orders stored, then the connection dropped."),
+    ] = 0.0,
+    kill_switch: Annotated[
+        bool, typer.Option("--kill-switch", help="Start with the kill switch engaged.")
+    ] = False,
+    gateway_dry_run: Annotated[
+        bool, typer.Option("--gateway-dry-run", help="Gateway records orders as dry_run.")
+    ] = False,
+    seed: Annotated[int | None, typer.Option(help="Seed for the fault randomness.")] = None,
+) -> None:
+    """Serve the simulated Signal Service, Execution Gateway and market data until Ctrl-C."""
+    with handle_errors(ctx):
+        options: dict[str, Any] = {
+            "latency_ms": latency_ms,
+            "error_rate": error_rate,
+            "rate_limit_rate": rate_limit_rate,
+            "timeout_after_accept_rate": timeout_after_accept_rate,
+            "drop_after_accept_rate": drop_after_accept_rate,
+            "kill_switch_engaged": kill_switch,
+            "gateway_dry_run": gateway_dry_run,
+            "seed": seed,
+        }
+        serve_sandbox(
+            out,
+            host=host,
+            ports=(signal_port, gateway_port, market_data_port),
+            state_file=state_file,
+            fault_options=options,
+        )
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,141 @@
+"""Rich tables and summary lines for runs; JSON documents for `--json`."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator_cli.schemas import MappingResult, RunPage, RunResult, RunSummary, money_text
+
+STATUS_STYLE = {
+    "completed": "green",
+    "partial": "yellow",
+    "failed": "red",
+    "running": "cyan",
+}
+ORDER_STYLE = {
+    "accepted": "green",
+    "filled": "green",
+    "partially_filled": "green",
+    "new": "green",
+    "dry_run": "cyan",
+    "planned": "cyan",
+}
+
+
+def _qty(value: Decimal | int | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        return str(int(value))
+    return str(value)
+
+
+def _weight(value: Decimal | None) -> str:
+    return "-" if value is None else f"{value:+.4f}"
+
+
+def _order(mapping: MappingResult) -> str:
+    if not mapping.order_qty or mapping.order_side is None:
+        return "-"
+    return f"{mapping.order_side} {mapping.order_qty}"
+
+
+def _status(mapping: MappingResult) -> str:
+    if mapping.skip_reason:
+        return f"[dim]skip: {mapping.skip_reason}[/dim]"
+    status = mapping.order_status or "-"
+    style = ORDER_STYLE.get(status, "red")
+    return f"[{style}]{status}[/{style}]"
+
+
+def mapping_table(result: RunResult) -> Table:
+    """The signal-to-order mappings of one run."""
+    table = Table(title=f"Run {result.run_id}", title_justify="left")
+    for header, justify in (
+        ("Symbol", "left"),
+        ("Rank", "right"),
+        ("Weight", "right"),
+        ("Price", "right"),
+        ("Held", "right"),
+        ("Target", "right"),
+        ("Order", "right"),
+        ("Status", "left"),
+        ("Client order id / detail", "left"),
+    ):
+        table.add_column(header, justify=justify)  # type: ignore[arg-type]
+    for m in result.mappings:
+        note = m.client_order_id or ""
+        if m.detail:
+            note = f"{note} {m.detail}".strip()
+        table.add_row(
+            m.symbol,
+            "-" if m.rank is None else str(m.rank),
+            _weight(m.target_weight),
+            "-" if m.price is None else money_text(m.price),
+            _qty(m.current_qty),
+            _qty(m.target_qty),
+            _order(m),
+            _status(m),
+            note,
+        )
+    return table
+
+
+def summary_line(run: RunSummary) -> str:
+    """One line: status, strategy, date and counts (Rich markup)."""
+    style = STATUS_STYLE.get(run.status, "white")
+    duration = "" if run.duration_seconds is None else f" in {run.duration_seconds:.2f}s"
+    mode = " (dry run: nothing sent)" if run.dry_run else ""
+    line = (
+        f"[{style}]{run.status}[/{style}] run {run.run_id} {run.strategy_id} {run.as_of_date}"
+        f"{mode}: {run.num_signals} signals, {run.num_orders_submitted} orders submitted, "
+        f"{run.num_orders_accepted} accepted, {run.num_orders_rejected} rejected"
+    )
+    if run.num_orders_blocked:
+        line += f", {run.num_orders_blocked} blocked"
+    if run.num_orders_unknown:
+        line += f", {run.num_orders_unknown} unknown"
+    line += duration
+    if run.error_message:
+        line += f" - {run.error_message}"
+    return line
+
+
+def print_run(console: Console, result: RunResult) -> None:
+    console.print(mapping_table(result))
+    console.print(summary_line(result), highlight=False)
+
+
+def runs_table(page: RunPage) -> Table:
+    """`orch runs list`: newest first."""
+    table = Table(title=f"Runs {page.offset + 1}-{page.offset + len(page.runs)} of {page.total}")
+    for header in (
+        "Run id",
+        "Strategy",
+        "Date",
+        "Status",
+        "Signals",
+        "Submitted",
+        "Accepted",
+        "Rejected",
+        "Started (UTC)",
+    ):
+        table.add_column(header)
+    for run in page.runs:
+        style = STATUS_STYLE.get(run.status, "white")
+        started = "-" if run.started_at is None else run.started_at.strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(
+            str(run.run_id),
+            run.strategy_id,
+            str(run.as_of_date),
+            f"[{style}]{run.status}[/{style}]",
+            str(run.num_signals),
+            str(run.num_orders_submitted),
+            str(run.num_orders_accepted),
+            str(run.num_orders_rejected),
+            started,
+        )
+    return table

@@ -1,0 +1,135 @@
+"""Builds the run's collaborators (HTTP clients, price source, database) from `Settings`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator_cli import store
+from orchestrator_cli.config import Settings, data_dir, mask_url
+from orchestrator_cli.gateway import GatewayClient
+from orchestrator_cli.prices import build_price_source
+from orchestrator_cli.runner import RunServices
+from orchestrator_cli.signals import SignalClient
+from orchestrator_cli.transport import HttpClient, make_session
+
+
+def open_database(settings: Settings) -> sessionmaker[Session]:
+    """Engine + session factory for DATABASE_URL, checked (or, for SQLite, migrated) first."""
+    engine = store.make_engine(settings.database_url)
+    store.prepare_database(engine)
+    return store.make_session_factory(engine)
+
+
+def build_run_services(
+    settings: Settings,
+    *,
+    progress: Callable[[str], None],
+    sleep: Callable[[float], None] = time.sleep,
+) -> RunServices:
+    """Clients share one pooled HTTP session sized for the order concurrency.
+
+    The price source is built (and a PRICES_FILE read) before the database is opened, so a
+    bad price configuration is refused before anything is created or contacted.
+    """
+    session = make_session(settings.order_concurrency)
+    prices = build_price_source(settings, session=session, sleep=sleep)
+    sessions = open_database(settings)
+
+    def client(service: str, base_url: str) -> HttpClient:
+        return HttpClient(
+            service=service,
+            base_url=base_url,
+            timeout=settings.http_timeout_seconds,
+            max_attempts=settings.http_max_attempts,
+            session=session,
+            sleep=sleep,
+        )
+
+    return RunServices(
+        signals=SignalClient(client("Signal Service", settings.signal_service_url)),
+        gateway=GatewayClient(client("Execution Gateway", settings.execution_gateway_url)),
+        prices=prices,
+        sessions=sessions,
+        progress=progress,
+    )
+
+
+def settings_snapshot(settings: Settings) -> dict[str, Any]:
+    """The non-secret settings in force, stored on the run for the audit trail."""
+    return {
+        "signal_service_url": settings.signal_service_url,
+        "execution_gateway_url": settings.execution_gateway_url,
+        "database_url": mask_url(settings.database_url),
+        "price_source": settings.price_source,
+        "market_data_url": settings.market_data_url,
+        "prices_file": str(settings.prices_file) if settings.prices_file else None,
+        "max_price_age_seconds": settings.max_price_age_seconds,
+        "capital": str(settings.capital),
+        "max_position_size": str(settings.max_position_size),
+        "dry_run": settings.dry_run,
+        "order_concurrency": settings.order_concurrency,
+        "http_timeout_seconds": settings.http_timeout_seconds,
+        "http_max_attempts": settings.http_max_attempts,
+    }
+
+
+def sandbox_state_file(settings: Settings) -> Path:
+    """Where `--sandbox` keeps simulated positions and orders between runs."""
+    return settings.sandbox_state_file or data_dir() / "sandbox-state.json"
+
+
+@contextmanager
+def sandboxed(settings: Settings, *, enabled: bool) -> Iterator[Settings]:
+    """With `enabled`, serve the simulated services on free loopback ports for the block and
+    yield settings pointed at them (market data through the Alpaca-compatible API)."""
+    if not enabled:
+        yield settings
+        return
+    from orchestrator_cli.sandbox import Sandbox
+
+    with Sandbox(state_file=sandbox_state_file(settings)) as sandbox:
+        yield settings.model_copy(
+            update={
+                "signal_service_url": sandbox.signal_url,
+                "execution_gateway_url": sandbox.gateway_url,
+                "market_data_url": sandbox.market_data_url,
+                "price_source": "alpaca",
+            }
+        )
+
+
+def serve_sandbox(
+    console: Console,
+    *,
+    host: str,
+    ports: tuple[int, int, int],
+    state_file: Path | None,
+    fault_options: dict[str, Any],
+) -> None:
+    """Serve the simulated services in the foreground until interrupted."""
+    from orchestrator_cli.sandbox import Sandbox, SandboxFaults
+
+    signal_port, gateway_port, market_data_port = ports
+    sandbox = Sandbox(
+        SandboxFaults(**fault_options),
+        state_file=state_file,
+        host=host,
+        signal_port=signal_port,
+        gateway_port=gateway_port,
+        market_data_port=market_data_port,
+    )
+    with sandbox:
+        console.print("Sandbox serving; point orch at it with:")
+        console.print(f"  export SIGNAL_SERVICE_URL={sandbox.signal_url}")
+        console.print(f"  export EXECUTION_GATEWAY_URL={sandbox.gateway_url}")
+        console.print(f"  export MARKET_DATA_URL={sandbox.market_data_url} PRICE_SOURCE=alpaca")
+        console.print("Ctrl-C stops it.")
+        with suppress(KeyboardInterrupt):
+            sandbox.wait()

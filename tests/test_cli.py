@@ -1,0 +1,185 @@
+"""The CLI surface: one test per exit code, configuration precedence, output discipline."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator_cli import cli
+from orchestrator_cli.sandbox import Sandbox, SandboxFaults
+
+ORCH_VARIABLES = (
+    "SIGNAL_SERVICE_URL",
+    "EXECUTION_GATEWAY_URL",
+    "DATABASE_URL",
+    "CAPITAL",
+    "MAX_POSITION_SIZE",
+    "STRATEGY_ID",
+    "DRY_RUN",
+    "PRICE_SOURCE",
+    "MARKET_DATA_URL",
+    "PRICES_FILE",
+    "ALPACA_API_KEY_ID",
+    "ALPACA_API_SECRET_KEY",
+    "ORDER_CONCURRENCY",
+    "LOG_LEVEL",
+)
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated working directory and environment with a SQLite database in tmp_path."""
+    for name in ORCH_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/orch.db")
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    return tmp_path
+
+
+@pytest.fixture
+def sandbox(env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    with Sandbox(SandboxFaults(seed=3)) as running:
+        monkeypatch.setenv("SIGNAL_SERVICE_URL", running.signal_url)
+        monkeypatch.setenv("EXECUTION_GATEWAY_URL", running.gateway_url)
+        monkeypatch.setenv("MARKET_DATA_URL", running.market_data_url)
+        monkeypatch.setenv("PRICE_SOURCE", "alpaca")
+        yield running
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli.app, list(args))
+
+
+def test_completed_run_exits_0(sandbox: Sandbox) -> None:
+    result = invoke("run", "--symbols", "AAPL,MSFT,GOOGL")
+    assert result.exit_code == 0, result.output
+    assert "completed" in result.stdout
+
+
+def test_failed_run_exits_1(sandbox: Sandbox) -> None:
+    sandbox.faults.signal_fault = "http_500"
+    result = invoke("run", "--symbols", "AAPL,MSFT,GOOGL")
+    assert result.exit_code == 1, result.output
+    assert "failed" in result.stdout
+    assert "HTTP 500" in result.stdout or "500" in result.stdout
+
+
+def test_usage_error_exits_2(env: Path) -> None:
+    result = invoke("run", "--no-such-flag")
+    assert result.exit_code == 2, result.output
+
+
+def test_partial_run_exits_3(sandbox: Sandbox) -> None:
+    sandbox.faults.kill_switch_after_orders = 1
+    result = invoke("run", "--symbols", "AAPL,MSFT,GOOGL,AMZN,TSLA")
+    assert result.exit_code == 3, result.output
+    assert "partial" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "variables", "named"),
+    [
+        (["run", "--symbols", "AAPL"], {"CAPITAL": "abc"}, "CAPITAL"),
+        (["run", "--symbols", "AAPL", "--capital", "-5"], {}, "--capital"),
+        (["run", "--symbols", "AAPL"], {"MAX_POSITION_SIZE": "0"}, "MAX_POSITION_SIZE"),
+        (["run", "--symbols", "AAPL"], {"PRICE_SOURCE": "bloomberg"}, "PRICE_SOURCE"),
+        (["run", "--symbols", "AAPL"], {"SIGNAL_SERVICE_URL": "localhost"}, "SIGNAL_SERVICE_URL"),
+        (["run", "--symbols", "AAPL"], {"HTTP_TIMEOUT_SECONDS": "0"}, "HTTP_TIMEOUT_SECONDS"),
+        (["run", "--symbols", "AAPL"], {"PRICE_SOURCE": "file"}, "PRICES_FILE"),
+        (["run", "--symbols", "AAPL"], {"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL"),
+        (["run", "--symbols", "AAPL", "--as-of", "31/12/2024"], {}, "--as-of"),
+        (["run", "--symbols", "AA PL"], {}, "symbol"),
+        (["run"], {}, "--symbols"),
+        (["run", "--symbols-file", "missing.txt"], {}, "--symbols-file"),
+        (["runs", "list", "--status", "great"], {}, "--status"),
+        (["runs", "show", "ffffffff"], {}, "orch runs list"),
+    ],
+)
+def test_invalid_input_exits_4_naming_the_culprit(
+    env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    variables: dict[str, str],
+    named: str,
+) -> None:
+    monkeypatch.setenv("MARKET_DATA_URL", "http://127.0.0.1:9")  # no credentials needed
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    result = invoke(*args)
+    assert result.exit_code == 4, result.output
+    assert named in result.stderr
+    assert result.stderr.startswith("Error:")
+    assert result.stdout == ""
+
+
+def test_alpaca_without_credentials_exits_4(env: Path) -> None:
+    result = invoke("run", "--symbols", "AAPL")
+    assert result.exit_code == 4, result.output
+    assert "ALPACA_API_KEY_ID" in result.stderr
+
+
+def test_internal_error_exits_70_without_traceback(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli, "execute_run", broken)
+    result = invoke("run", "--symbols", "AAPL")
+    assert result.exit_code == 70, result.output
+    assert "internal error" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_unreachable_database_exits_1_with_password_masked(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://orch:hunter2@127.0.0.1:1/trading")
+    result = invoke("run", "--symbols", "AAPL")
+    assert result.exit_code == 1, result.output
+    assert "hunter2" not in result.output
+    assert "***" in result.stderr
+    assert sandbox.state.post_attempts == 0
+
+
+def test_flag_beats_env_beats_dotenv(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    Path(".env").write_text("CAPITAL=1000\nMAX_POSITION_SIZE=50000\nSTRATEGY_ID=from_dotenv\n")
+    monkeypatch.setenv("CAPITAL", "2000")
+    args = ("run", "--symbols", "AAPL", "--top-n", "1", "--bottom-n", "0", "--json")
+    result = invoke(*args, "--capital", "3000")
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.stdout)
+    price = sandbox.state.price_of("AAPL")
+    assert run["mappings"][0]["target_qty"] == int(3000 // price)
+    assert run["strategy_id"] == "from_dotenv"
+
+
+def test_json_output_is_exactly_one_document(sandbox: Sandbox) -> None:
+    result = invoke("run", "--symbols", "AAPL,MSFT", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["status"] == "completed"
+    listed = invoke("runs", "list", "--json")
+    page = json.loads(listed.stdout)
+    assert (page["total"], page["limit"], page["offset"]) == (1, 50, 0)
+    assert page["runs"][0]["run_id"] == document["run_id"]
+
+
+def test_runs_show_accepts_a_unique_prefix(sandbox: Sandbox) -> None:
+    run = json.loads(invoke("run", "--symbols", "AAPL", "--json").stdout)
+    result = invoke("runs", "show", run["run_id"][:6], "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == run
+
+
+def test_dry_run_flag_sends_nothing(sandbox: Sandbox) -> None:
+    result = invoke("run", "--symbols", "AAPL,MSFT,GOOGL", "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["dry_run"] is True
+    assert sandbox.state.post_attempts == 0

@@ -1,0 +1,342 @@
+"""End to end: the real `orch` command, in its own process, against the sandbox over sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+
+from orchestrator_cli import store
+from orchestrator_cli.models import SignalOrderMapping
+from orchestrator_cli.sandbox import Sandbox, SandboxFaults
+
+pytestmark = pytest.mark.e2e
+
+SPEC_RUN_KEYS = {
+    "run_id",
+    "strategy_id",
+    "as_of_date",
+    "status",
+    "dry_run",
+    "num_signals",
+    "num_orders_submitted",
+    "num_orders_accepted",
+    "num_orders_rejected",
+    "duration_seconds",
+    "error_message",
+    "mappings",
+}
+SPEC_MAPPING_KEYS = {
+    "symbol",
+    "predicted_return",
+    "rank",
+    "target_weight",
+    "price",
+    "current_qty",
+    "target_qty",
+    "order_qty",
+    "order_side",
+    "client_order_id",
+    "order_status",
+    "skip_reason",
+}
+ORCH_VARIABLES = (
+    "SIGNAL_SERVICE_URL",
+    "EXECUTION_GATEWAY_URL",
+    "DATABASE_URL",
+    "CAPITAL",
+    "MAX_POSITION_SIZE",
+    "STRATEGY_ID",
+    "DRY_RUN",
+    "PRICE_SOURCE",
+    "MARKET_DATA_URL",
+    "PRICES_FILE",
+    "ORDER_CONCURRENCY",
+)
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(SandboxFaults(seed=7)) as running:
+        yield running
+
+
+class Orch:
+    """Runs `python -m orchestrator_cli` with an isolated environment."""
+
+    def __init__(self, tmp_path: Path, sandbox: Sandbox, database_url: str) -> None:
+        self.cwd = tmp_path
+        self.database_url = database_url
+        self.env = {k: v for k, v in os.environ.items() if k not in ORCH_VARIABLES}
+        self.env.update(
+            {
+                "SIGNAL_SERVICE_URL": sandbox.signal_url,
+                "EXECUTION_GATEWAY_URL": sandbox.gateway_url,
+                "MARKET_DATA_URL": sandbox.market_data_url,
+                "PRICE_SOURCE": "alpaca",
+                "DATABASE_URL": database_url,
+                "XDG_DATA_HOME": str(tmp_path / "data"),
+                "HTTP_TIMEOUT_SECONDS": "5",
+                "LOG_LEVEL": "WARNING",
+                "COLUMNS": "200",
+            }
+        )
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "orchestrator_cli", *args]
+
+    def __call__(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.command(*args),
+            cwd=self.cwd,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def json(self, *args: str, **env: str) -> tuple[int, dict]:
+        done = self(*args, "--json", **env)
+        assert done.stdout.strip(), done.stderr
+        return done.returncode, json.loads(done.stdout)
+
+
+@pytest.fixture
+def orch(tmp_path: Path, sandbox: Sandbox) -> Orch:
+    return Orch(tmp_path, sandbox, f"sqlite:///{tmp_path}/orch.db")
+
+
+@pytest.fixture
+def orch_any_db(tmp_path: Path, sandbox: Sandbox, database_url: str) -> Orch:
+    """On SQLite and on PostgreSQL (already migrated by the fixture)."""
+    return Orch(tmp_path, sandbox, database_url)
+
+
+SYMBOLS = "AAPL,MSFT,GOOGL,AMZN,TSLA"
+
+
+def test_first_run_prints_table_and_shows_in_the_audit_view(orch_any_db: Orch) -> None:
+    done = orch_any_db("run", "--symbols", SYMBOLS)
+    assert done.returncode == 0, done.stderr
+    assert "completed" in done.stdout
+    for symbol in SYMBOLS.split(","):
+        assert symbol in done.stdout
+
+    code, page = orch_any_db.json("runs", "list")
+    assert code == 0
+    assert page["total"] == 1
+    (listed,) = page["runs"]
+    assert listed["status"] == "completed"
+
+    prefix = listed["run_id"][:8]
+    shown = orch_any_db("runs", "show", prefix)
+    assert shown.returncode == 0, shown.stderr
+    assert listed["run_id"] in shown.stdout
+    code, run = orch_any_db.json("runs", "show", listed["run_id"])
+    assert code == 0
+    assert len(run["mappings"]) == 5
+
+
+def test_json_output_is_one_document_in_the_spec_shape(orch: Orch, sandbox: Sandbox) -> None:
+    code, run = orch.json("run", "--symbols", SYMBOLS)
+    assert code == 0
+    assert set(run) >= SPEC_RUN_KEYS
+    assert run["status"] == "completed"
+    assert run["num_signals"] == 5
+    for mapping in run["mappings"]:
+        assert set(mapping) >= SPEC_MAPPING_KEYS
+        assert isinstance(mapping["target_weight"], int | float)
+        if mapping["order_qty"]:
+            assert isinstance(mapping["price"], str)
+            order = sandbox.state.order(mapping["client_order_id"])
+            assert order is not None
+            assert order["qty"] == mapping["order_qty"]
+    submitted = [m for m in run["mappings"] if m["client_order_id"]]
+    assert run["num_orders_submitted"] == len(submitted) == sandbox.state.orders_created()
+
+
+def test_rerun_after_fills_orders_only_the_remaining_difference(
+    orch: Orch, sandbox: Sandbox
+) -> None:
+    args = ("run", "--symbols", "AAPL", "--top-n", "1", "--bottom-n", "0")
+    code, first = orch.json(*args, "--max-position-size", "10000")
+    assert code == 0
+    (aapl,) = first["mappings"]
+    price = sandbox.state.price_of("AAPL")
+    assert aapl["order_qty"] == int(10000 // price)
+    assert sandbox.state.position("AAPL") == aapl["order_qty"]
+
+    code, second = orch.json(*args, "--max-position-size", "15000")
+    assert code == 0
+    (again,) = second["mappings"]
+    assert again["current_qty"] == aapl["order_qty"]
+    assert again["target_qty"] == int(15000 // price)
+    assert again["order_qty"] == again["target_qty"] - aapl["order_qty"]
+    assert sandbox.state.position("AAPL") == again["target_qty"]
+
+    code, third = orch.json(*args, "--max-position-size", "15000")
+    assert code == 0
+    assert third["mappings"][0]["skip_reason"] == "already_at_target"
+    assert sandbox.state.orders_created() == 2
+
+
+def test_rerun_of_the_same_plan_creates_no_second_order(orch: Orch, sandbox: Sandbox) -> None:
+    sandbox.faults.gateway_dry_run = True  # the gateway logs orders and never fills them
+    code, first = orch.json("run", "--symbols", SYMBOLS)
+    assert code == 0
+    created = sandbox.state.orders_created()
+    assert created == first["num_orders_submitted"] > 0
+
+    code, second = orch.json("run", "--symbols", SYMBOLS)
+    assert code == 0
+    assert sandbox.state.orders_created() == created
+    assert sandbox.state.post_attempts == 2 * created
+    ids = lambda run: sorted(m["client_order_id"] for m in run["mappings"] if m["client_order_id"])  # noqa: E731
+    assert ids(first) == ids(second)
+    assert {m["order_status"] for m in second["mappings"] if m["client_order_id"]} == {"dry_run"}
+
+
+def test_malformed_signal_payload_sends_nothing(orch: Orch, sandbox: Sandbox) -> None:
+    sandbox.faults.signal_fault = "malformed"
+    done = orch("run", "--symbols", SYMBOLS)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "bad payload" in done.stdout + done.stderr
+    assert sandbox.state.post_attempts == 0
+    _, page = orch.json("runs", "list")
+    assert page["runs"][0]["status"] == "failed"
+    assert "bad payload" in page["runs"][0]["error_message"]
+
+
+def test_bad_configuration_is_refused_before_any_service_call(
+    orch: Orch, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    done = orch("run", "--symbols", SYMBOLS, CAPITAL="lots")
+    assert done.returncode == 4
+    assert "CAPITAL" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert sandbox.state.post_attempts == 0
+    assert not (tmp_path / "orch.db").exists()
+
+
+def test_kill_switch_mid_run_blocks_the_rest(orch: Orch, sandbox: Sandbox) -> None:
+    sandbox.faults.kill_switch_after_orders = 1
+    code, run = orch.json("run", "--symbols", SYMBOLS, ORDER_CONCURRENCY="1")
+    assert code == 3
+    assert run["status"] == "partial"
+    assert run["num_orders_accepted"] == 1 == sandbox.state.orders_created()
+    statuses = [m["order_status"] for m in run["mappings"] if m["client_order_id"]]
+    assert statuses.count("filled") == 1
+    assert all(s in {"filled", "blocked", "blocked_kill_switch"} for s in statuses)
+    # Only the order that met the engaged switch was sent after it.
+    assert sandbox.state.post_attempts == 2
+
+
+def test_missing_price_makes_the_run_partial(orch: Orch, sandbox: Sandbox) -> None:
+    code, first = orch.json("run", "--symbols", SYMBOLS, "--dry-run")
+    traded = [m["symbol"] for m in first["mappings"] if m["order_qty"]]
+    sandbox.faults.missing_price_symbols = {traded[0]}
+    code, run = orch.json("run", "--symbols", SYMBOLS)
+    assert code == 3
+    skipped = {m["symbol"]: m for m in run["mappings"]}[traded[0]]
+    assert skipped["skip_reason"] == "price_unavailable"
+    assert sandbox.state.order(skipped["client_order_id"] or "") is None
+
+
+def test_every_price_missing_fails_and_sends_nothing(orch: Orch, sandbox: Sandbox) -> None:
+    sandbox.faults.missing_price_symbols = set(SYMBOLS.split(","))
+    code, run = orch.json("run", "--symbols", SYMBOLS)
+    assert code == 1
+    assert run["status"] == "failed"
+    assert sandbox.state.post_attempts == 0
+
+
+def test_sigkill_mid_run_leaves_every_sent_order_recorded(
+    orch: Orch, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    symbols = ",".join(f"S{i:02d}" for i in range(12))
+    sandbox.faults.latency_ms = 150
+    process = subprocess.Popen(
+        orch.command("run", "--symbols", symbols, "--top-n", "12", "--bottom-n", "0"),
+        cwd=orch.cwd,
+        env={**orch.env, "ORDER_CONCURRENCY": "2"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while sandbox.state.orders_created() < 3 and process.poll() is None:
+        assert time.monotonic() < deadline, "no orders reached the sandbox"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    at_gateway = set(sandbox.state.snapshot()["orders"])
+    assert 3 <= len(at_gateway) < 12
+    engine = store.make_engine(orch.database_url)
+    try:
+        with engine.connect() as connection:
+            recorded = set(connection.scalars(select(SignalOrderMapping.client_order_id)).all())
+    finally:
+        engine.dispose()
+    assert at_gateway <= recorded
+
+
+def test_unmigrated_postgres_is_refused_until_db_upgrade(
+    tmp_path: Path, sandbox: Sandbox, postgres_url: str
+) -> None:
+    fresh = postgres_url.rsplit("/", 1)[0] + f"/orch_e2e_{os.getpid()}"
+    admin = store.make_engine(postgres_url).execution_options(isolation_level="AUTOCOMMIT")
+    name = fresh.rsplit("/", 1)[1]
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+            connection.execute(text(f"CREATE DATABASE {name}"))
+        orch = Orch(tmp_path, sandbox, fresh)
+        refused = orch("run", "--symbols", SYMBOLS)
+        assert refused.returncode == 4
+        assert "orch db upgrade" in refused.stderr
+        assert sandbox.state.post_attempts == 0
+
+        upgraded = orch("db", "upgrade")
+        assert upgraded.returncode == 0, upgraded.stderr
+        done = orch("run", "--symbols", SYMBOLS)
+        assert done.returncode == 0, done.stderr
+        again = orch("db", "upgrade")
+        assert "already" in again.stdout
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+def test_sandbox_flag_keeps_state_between_runs(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ORCH_VARIABLES}
+    env.update(
+        {
+            "XDG_DATA_HOME": str(tmp_path / "data"),
+            "LOG_LEVEL": "WARNING",
+            "SANDBOX_STATE_FILE": str(tmp_path / "sandbox.json"),
+        }
+    )
+    command = [sys.executable, "-m", "orchestrator_cli", "run", "--sandbox", "--symbols", SYMBOLS]
+    first = subprocess.run(
+        [*command, "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["num_orders_accepted"] > 0
+    second = subprocess.run(
+        [*command, "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
+    assert second.returncode == 0, second.stderr
+    rerun = json.loads(second.stdout)
+    assert rerun["num_orders_submitted"] == 0
+    assert {m["skip_reason"] for m in rerun["mappings"]} <= {"already_at_target", "zero_weight"}
+    assert list((tmp_path / "data").rglob("orch.db")), "default SQLite database in the data dir"
