@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -39,8 +40,10 @@ db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Cron logs are files, not terminals: give them wide lines instead of Rich's 80 columns.
+LOG_WIDTH = 180
+out = Console(highlight=False, width=None if sys.stdout.isatty() else LOG_WIDTH)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else LOG_WIDTH)
 logger = logging.getLogger("orchestrator_cli")
 
 EXIT_FOR_STATUS: dict[RunStatus, ExitCode] = {

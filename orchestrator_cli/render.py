@@ -7,7 +7,14 @@ from decimal import Decimal
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator_cli.schemas import MappingResult, RunPage, RunResult, RunSummary, money_text
+from orchestrator_cli.schemas import (
+    ACCEPTED_STATUSES,
+    MappingResult,
+    RunPage,
+    RunResult,
+    RunSummary,
+    money_text,
+)
 
 STATUS_STYLE = {
     "completed": "green",
@@ -68,7 +75,7 @@ def mapping_table(result: RunResult) -> Table:
         table.add_column(header, justify=justify)  # type: ignore[arg-type]
     for m in result.mappings:
         note = m.client_order_id or ""
-        if m.detail:
+        if m.detail and m.order_status not in ACCEPTED_STATUSES:
             note = f"{note} {m.detail}".strip()
         table.add_row(
             m.symbol,
