@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from orchestrator_cli.errors import ConfigError
 
@@ -72,7 +72,50 @@ class Settings(BaseSettings):
     http_max_attempts: int = Field(default=3, ge=1, le=10)
     order_concurrency: int = Field(default=8, ge=1, le=64)
 
+    run_deadline_seconds: float = Field(default=300.0, gt=0, allow_inf_nan=False)
+
+    # Pre-trade limits (None or 0: off), checked on the whole plan before anything is sent.
+    max_order_notional: Decimal | None = Field(default=None, gt=0, allow_inf_nan=False)
+    max_gross_exposure: Decimal | None = Field(default=Decimal("2"), gt=0, allow_inf_nan=False)
+    max_orders_per_run: int | None = Field(default=None, gt=0)
+    long_only: bool = False
+    restricted_symbols: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    min_trade_dollars: Decimal = Field(default=Decimal(0), ge=0, allow_inf_nan=False)
+    min_trade_pct: Decimal = Field(default=Decimal(0), ge=0, le=100, allow_inf_nan=False)
+    allow_live_trading: bool = False
+
+    # Service authentication: the platform's HMAC scheme, or bearer tokens.
+    internal_token_secret: SecretStr | None = None
+    service_id: str = Field(default="orchestrator", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    gateway_api_token: SecretStr | None = None
+    signal_api_token: SecretStr | None = None
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
     sandbox_state_file: Path | None = None
+
+    @field_validator("restricted_symbols", mode="before")
+    @classmethod
+    def _split_symbols(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip().upper() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator(
+        "max_order_notional", "max_gross_exposure", "max_orders_per_run", mode="before"
+    )
+    @classmethod
+    def _zero_or_blank_is_off(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("", "0", "none", "off"):
+            return None
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"not a redis:// URL: {value!r}")
+        return value
 
     @field_validator("signal_service_url", "execution_gateway_url", "market_data_url")
     @classmethod

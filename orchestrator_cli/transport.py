@@ -134,6 +134,7 @@ class HttpClient:
     sleep: Callable[[float], None] = time.sleep
     max_retry_wait: float = 30.0
     base_backoff: float = 0.25
+    auth: requests.auth.AuthBase | None = None  # per service: signatures never leak elsewhere
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -179,7 +180,13 @@ class HttpClient:
         def attempt() -> requests.Response:
             try:
                 response = self.session.request(
-                    method, url, data=body, params=params, headers=all_headers, timeout=self.timeout
+                    method,
+                    url,
+                    data=body,
+                    params=params,
+                    headers=all_headers,
+                    timeout=self.timeout,
+                    auth=self.auth,
                 )
             except requests.RequestException as exc:
                 if observe is not None:
@@ -214,13 +221,11 @@ def attempts_text(http: HttpClient, failure: requests.Response | BaseException) 
     return f" after {http.max_attempts} attempts" if retried else ""
 
 
-def make_session(pool_size: int, auth: requests.auth.AuthBase | None = None) -> requests.Session:
+def make_session(pool_size: int) -> requests.Session:
     """A session with a connection pool big enough for `pool_size` concurrent requests."""
     session = requests.Session()
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(pool_size, 4), max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = "orch/0.1"
-    if auth is not None:
-        session.auth = auth
     return session
