@@ -3,8 +3,9 @@
 A quote is usable only when it is finite, positive, no older than `MAX_PRICE_AGE_SECONDS` and
 at most 5 s in the future (`check_quote`). Every unusable symbol gets a reason in the book, so
 the plan can say why it was skipped. A failure of the source as a whole (refused credentials,
-a service error, an unreadable answer) raises `PriceSourceError`; a bad `PRICES_FILE` raises
-`ConfigError` when the source is built, before any service is contacted.
+a service error, an unreadable answer, Redis unreachable) raises `PriceSourceError`; a bad
+`PRICES_FILE` or a missing `redis` extra raises `ConfigError` when the source is built, before
+any service is contacted.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
@@ -27,6 +28,9 @@ from orchestrator_cli.config import ALPACA_DATA_HOST, Settings
 from orchestrator_cli.errors import ConfigError, PriceSourceError
 from orchestrator_cli.schemas import SYMBOL_PATTERN, PriceBook, PriceQuote
 from orchestrator_cli.transport import RETRYABLE_STATUSES, HttpClient, describe_error
+
+if TYPE_CHECKING:
+    import redis
 
 MAX_FUTURE_SKEW = timedelta(seconds=5)
 
@@ -319,6 +323,95 @@ class FilePriceSource:
         return book
 
 
+# --- Redis (the platform's market-data service) ---------------------------------------------
+
+
+def _redis_location(client: redis.Redis) -> str:
+    """Where the client connects, as a URL whose password (if any) reads `***`."""
+    # Rebuilt from the client rather than passed in, so the message names what was really
+    # contacted and the password never sits in a string here.
+    pool = client.connection_pool
+    options = pool.connection_kwargs
+    db = options.get("db") or 0
+    if options.get("path"):
+        return f"unix://{options['path']}?db={db}"
+    from redis.connection import SSLConnection
+
+    scheme = "rediss" if issubclass(pool.connection_class, SSLConnection) else "redis"
+    userinfo = options.get("username") or ""
+    if options.get("password"):
+        userinfo += ":***"
+    if userinfo:
+        userinfo += "@"
+    return f"{scheme}://{userinfo}{options.get('host')}:{options.get('port') or 6379}/{db}"
+
+
+class RedisPriceSource:
+    """`price:{SYMBOL}` JSON quotes published by the platform's market-data service; uses `mid`."""
+
+    name = "redis"
+
+    def __init__(self, client: redis.Redis, *, max_age: timedelta) -> None:
+        self._client = client
+        self._max_age = max_age
+
+    def fetch_prices(self, symbols: Sequence[str], *, now: datetime) -> PriceBook:
+        """All symbols in one MGET (one round trip); a Redis failure fails the whole book."""
+        from redis.exceptions import RedisError
+
+        book = PriceBook()
+        wanted = list(dict.fromkeys(symbols))
+        if not wanted:
+            return book
+        keys = [f"price:{symbol}" for symbol in wanted]
+        try:
+            values = self._client.mget(keys)
+        except RedisError as exc:
+            reason = str(exc).rstrip(".") or type(exc).__name__
+            raise PriceSourceError(
+                f"Redis at {_redis_location(self._client)} unreachable: {reason};"
+                " check REDIS_URL and that Redis is running"
+            ) from exc
+        for symbol, key, value in zip(wanted, keys, values, strict=True):
+            try:
+                book.quotes[symbol] = self._quote_from(symbol, key, value, now)
+            except ValueError as exc:
+                book.problems[symbol] = str(exc)
+        return book
+
+    def _quote_from(
+        self, symbol: str, key: str, value: bytes | str | None, now: datetime
+    ) -> PriceQuote:
+        """The usable mid of one stored quote; ValueError carries the reason it has none."""
+        if value is None:
+            raise ValueError(f"no quote in Redis ({key})")
+        try:
+            quote = json.loads(value, parse_float=Decimal, parse_constant=_decimal_constant)
+        except ValueError:  # also bytes that are not UTF-8
+            raise ValueError(f"{key} is not JSON") from None
+        if not isinstance(quote, dict):
+            raise ValueError(f"{key} is not a JSON object")
+        other = quote.get("symbol")
+        if other != symbol:
+            raise ValueError(f"{key} holds a quote for {other!r}, not {symbol}")
+        mid = quote.get("mid")
+        if mid is None:
+            raise ValueError("quote has no mid")
+        if isinstance(mid, bool) or not isinstance(mid, int | Decimal):
+            raise ValueError(f"mid {mid!r} is not a number")
+        stamp = quote.get("timestamp")
+        if stamp is None:
+            raise ValueError("quote has no timestamp")
+        if not isinstance(stamp, str):
+            raise ValueError(f"timestamp {stamp!r} is not a string")
+        price = Decimal(mid)
+        timestamp = parse_timestamp(stamp)
+        problem = check_quote(price, timestamp, now=now, max_age=self._max_age)
+        if problem:
+            raise ValueError(problem)
+        return PriceQuote(symbol=symbol, price=price, timestamp=timestamp, source="redis:mid")
+
+
 # --- Factory --------------------------------------------------------------------------------
 
 
@@ -338,7 +431,25 @@ def build_price_source(
             )
         return FilePriceSource(settings.prices_file, max_age=max_age)
     if settings.price_source == "redis":
-        raise ConfigError("PRICE_SOURCE=redis is not supported yet; use alpaca or file")
+        try:
+            import redis
+        except ImportError:
+            raise ConfigError(
+                "PRICE_SOURCE=redis needs the redis extra: pip install 'orchestrator-cli[redis]'"
+            ) from None
+        # No ping here: nothing is contacted before the run starts; the first MGET is the contact.
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        client = redis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.http_timeout_seconds,
+            socket_connect_timeout=settings.http_timeout_seconds,
+            decode_responses=False,
+            # Attempts follow HTTP_MAX_ATTEMPTS like every other service call.
+            retry=Retry(NoBackoff(), settings.http_max_attempts - 1),
+        )
+        return RedisPriceSource(client, max_age=max_age)
 
     key_id = settings.alpaca_api_key_id
     secret_key = settings.alpaca_api_secret_key

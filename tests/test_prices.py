@@ -1,4 +1,5 @@
 import json
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -484,9 +485,13 @@ def test_build_file_source(session, tmp_path):
     assert source.fetch_prices(["AAPL"], now=NOW).problems == {"AAPL": "stale: 60s old, limit 30s"}
 
 
-def test_build_redis_is_not_supported_yet(session):
-    with pytest.raises(ConfigError, match="PRICE_SOURCE=redis is not supported yet"):
+def test_build_redis_without_the_redis_extra(session, monkeypatch):
+    monkeypatch.setitem(sys.modules, "redis", None)  # makes `import redis` raise ImportError
+    with pytest.raises(ConfigError) as caught:
         build_price_source(settings(price_source="redis"), session=session)
+    assert str(caught.value) == (
+        "PRICE_SOURCE=redis needs the redis extra: pip install 'orchestrator-cli[redis]'"
+    )
 
 
 @pytest.mark.parametrize(
