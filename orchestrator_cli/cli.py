@@ -22,6 +22,7 @@ from orchestrator_cli.runner import RunRequest, execute_run
 from orchestrator_cli.schemas import SYMBOL_PATTERN, RunStatus, symbols_from
 from orchestrator_cli.wiring import (
     build_run_services,
+    limits_from,
     open_database,
     sandboxed,
     serve_sandbox,
@@ -166,6 +167,40 @@ def run(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Plan and record, send no order [env DRY_RUN].")
     ] = False,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live", help="Allow a gateway that trades a live account [env ALLOW_LIVE_TRADING]."
+        ),
+    ] = False,
+    max_order_notional: Annotated[
+        str | None, typer.Option(help="Skip orders above this notional [env MAX_ORDER_NOTIONAL].")
+    ] = None,
+    max_gross_exposure: Annotated[
+        str | None,
+        typer.Option(help="Refuse plans above this x capital [env MAX_GROSS_EXPOSURE, 2]."),
+    ] = None,
+    max_orders: Annotated[
+        str | None, typer.Option(help="Refuse plans with more orders [env MAX_ORDERS_PER_RUN].")
+    ] = None,
+    long_only: Annotated[
+        bool, typer.Option("--long-only", help="Treat short signals as 0 [env LONG_ONLY].")
+    ] = False,
+    restricted: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated symbols never traded [env RESTRICTED_SYMBOLS]."),
+    ] = None,
+    min_trade_dollars: Annotated[
+        str | None, typer.Option(help="Skip smaller rebalances [env MIN_TRADE_DOLLARS].")
+    ] = None,
+    min_trade_pct: Annotated[
+        str | None,
+        typer.Option(help="Skip rebalances below this % of capital [env MIN_TRADE_PCT]."),
+    ] = None,
+    deadline_seconds: Annotated[
+        str | None,
+        typer.Option(help="Send no new order after this long [env RUN_DEADLINE_SECONDS, 300]."),
+    ] = None,
     sandbox: Annotated[
         bool,
         typer.Option(
@@ -187,8 +222,21 @@ def run(
                 "capital": capital,
                 "max_position_size": max_position_size,
                 "dry_run": True if dry_run else None,
+                "allow_live_trading": True if live else None,
+                "max_order_notional": max_order_notional,
+                "max_gross_exposure": max_gross_exposure,
+                "max_orders_per_run": max_orders,
+                "long_only": True if long_only else None,
+                "restricted_symbols": restricted,
+                "min_trade_dollars": min_trade_dollars,
+                "min_trade_pct": min_trade_pct,
+                "run_deadline_seconds": deadline_seconds,
             },
             strategy_id="--strategy",
+            max_orders_per_run="--max-orders",
+            allow_live_trading="--live",
+            restricted_symbols="--restricted",
+            run_deadline_seconds="--deadline-seconds",
         )
         universe = parse_symbols(symbols, symbols_file)
         as_of_date = parse_as_of(as_of)
@@ -205,6 +253,8 @@ def run(
                 bottom_n=bottom_n,
                 dry_run=effective.dry_run,
                 order_concurrency=effective.order_concurrency,
+                limits=limits_from(effective),
+                allow_live_trading=effective.allow_live_trading,
                 settings_snapshot=settings_snapshot(effective),
             )
             result = execute_run(request, services)

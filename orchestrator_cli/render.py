@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -47,7 +48,8 @@ def _weight(value: Decimal | None) -> str:
 def _order(mapping: MappingResult) -> str:
     if not mapping.order_qty or mapping.order_side is None:
         return "-"
-    return f"{mapping.order_side} {mapping.order_qty}"
+    leg = " (2nd leg)" if mapping.leg else ""
+    return f"{mapping.order_side} {mapping.order_qty}{leg}"
 
 
 def _status(mapping: MappingResult) -> str:
@@ -96,6 +98,8 @@ def summary_line(run: RunSummary) -> str:
     style = STATUS_STYLE.get(run.status, "white")
     duration = "" if run.duration_seconds is None else f" in {run.duration_seconds:.2f}s"
     mode = " (dry run: nothing sent)" if run.dry_run else ""
+    if run.gateway_mode:
+        mode += f" [gateway: {run.gateway_mode}]"
     line = (
         f"[{style}]{run.status}[/{style}] run {run.run_id} {run.strategy_id} {run.as_of_date}"
         f"{mode}: {run.num_signals} signals, {run.num_orders_submitted} orders submitted, "
@@ -111,8 +115,25 @@ def summary_line(run: RunSummary) -> str:
     return line
 
 
+def limits_line(limits: dict[str, Any]) -> str | None:
+    """The limits that are on, e.g. `limits: max_order_notional=5000, long_only`."""
+    parts = []
+    for name, value in limits.items():
+        if value in (None, False, [], "0"):
+            continue
+        if value is True:
+            parts.append(name)
+        elif isinstance(value, list):
+            parts.append(f"{name}={','.join(value)}")
+        else:
+            parts.append(f"{name}={value}")
+    return "limits: " + ", ".join(parts) if parts else None
+
+
 def print_run(console: Console, result: RunResult) -> None:
     console.print(mapping_table(result))
+    if result.limits and (line := limits_line(result.limits)):
+        console.print(line, highlight=False)
     console.print(summary_line(result), highlight=False)
 
 

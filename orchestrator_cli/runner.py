@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -26,10 +27,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator_cli import sizing, store
+from orchestrator_cli import risk, sizing, store
 from orchestrator_cli.errors import DatabaseError, PriceSourceError, ServiceError
 from orchestrator_cli.prices import PriceSource
 from orchestrator_cli.schemas import (
+    GatewayConfig,
+    GatewayHealth,
+    KillSwitchStatus,
     OrderRequest,
     OutcomeKind,
     PlannedMapping,
@@ -74,6 +78,12 @@ class OrderGateway(Protocol):
 
     def submit_order(self, order: OrderRequest) -> SubmitOutcome: ...
 
+    def get_config(self) -> GatewayConfig: ...
+
+    def get_kill_switch(self) -> KillSwitchStatus: ...
+
+    def get_health(self) -> GatewayHealth: ...
+
 
 @dataclass(frozen=True)
 class RunRequest:
@@ -88,6 +98,8 @@ class RunRequest:
     bottom_n: int | None = None
     dry_run: bool = False
     order_concurrency: int = 8
+    limits: risk.Limits = field(default_factory=risk.Limits)
+    allow_live_trading: bool = False
     settings_snapshot: dict[str, Any] = field(default_factory=dict)
 
 
@@ -101,6 +113,7 @@ class RunServices:
     sessions: sessionmaker[Session]
     clock: Callable[[], datetime] = utc_now
     progress: Callable[[str], None] = lambda _message: None
+    deadline: float | None = None  # time.monotonic() after which no new order is sent
 
 
 def decide_status(counts: store.OutcomeCounts, *, dry_run: bool) -> RunStatus:
@@ -145,6 +158,9 @@ class Runner:
         self.request = request
         self.services = services
         self.run_id = uuid.uuid4()
+        self._halt = threading.Event()
+        self._halt_reason = ""
+        self._long_only_zeroed: dict[str, Decimal] = {}
 
     def _tx(self, what: str) -> AbstractContextManager[Session]:
         return store.transaction(self.services.sessions, what)
@@ -167,24 +183,69 @@ class Runner:
                 price_source=svc.prices.name,
                 started_at=started,
                 settings_snapshot=req.settings_snapshot,
+                limits=req.limits.record(),
             )
         try:
+            refusal = self._preflight()
+            if refusal is not None:
+                logger.error("run %s refused: %s", self.run_id, refusal)
+                return self._finish("failed", refusal)
             plans = self._plan(as_of)
         except ServiceError as exc:
             logger.error("run %s failed before any order: %s", self.run_id, exc)
             return self._finish("failed", str(exc))
 
-        orders = self._record_plan(plans, as_of)
-        needed_price = [p for p in plans if p.target_weight != 0]
+        review = risk.review_plan(
+            plans,
+            limits=req.limits,
+            capital=req.capital,
+            long_only_zeroed=self._long_only_zeroed,
+        )
+        orders = self._record_plan(review.plans, as_of)
+        needed_price = [p for p in review.plans if p.target_weight != 0]
         if needed_price and all(p.price is None for p in needed_price):
             message = "no usable price for any signal that needed one; no order was sent"
-            self._mark_unsent(orders, OutcomeKind.NOT_SENT, "not_sent", message)
-            return self._finish("failed", message)
+            return self._refuse_plan(orders, message)
+        if review.violations:
+            message = "pre-trade limit breached, no order was sent: " + "; ".join(review.violations)
+            return self._refuse_plan(orders, message)
         if req.dry_run:
             svc.progress(f"dry run: {len(orders)} orders planned, none sent")
         elif orders:
             self._submit(orders)
         return self._finish(None, None)
+
+    def _preflight(self) -> str | None:
+        """Gateway mode, kill switch and health; a reason to refuse the run, or None.
+
+        In a dry run nothing is sent, so problems are only logged.
+        """
+        req, svc = self.request, self.services
+        config = svc.gateway.get_config()
+        mode = gateway_mode(config)
+        with self._tx("recording the gateway mode") as session:
+            store.record_gateway_mode(session, self.run_id, mode)
+        svc.progress(f"gateway mode: {mode}")
+        problems = []
+        if mode == "live" and not req.allow_live_trading:
+            problems.append(
+                "the gateway would send orders to a LIVE (non-paper, non-dry-run) account; "
+                "set ALLOW_LIVE_TRADING=true or pass --live to trade live"
+            )
+        if svc.gateway.get_kill_switch().state == "ENGAGED":
+            problems.append("the gateway's kill switch is engaged")
+        health = svc.gateway.get_health()
+        if health.status == "unhealthy":
+            problems.append("the gateway reports itself unhealthy (GET /health)")
+        elif health.status == "degraded":
+            logger.warning("the gateway reports itself degraded (GET /health); going ahead")
+        if not problems:
+            return None
+        if req.dry_run:
+            for problem in problems:
+                logger.warning("dry run goes ahead although %s", problem)
+            return None
+        return "; ".join(problems) + "; no order was sent"
 
     def _plan(self, as_of: date) -> list[PlannedMapping]:
         req, svc = self.request, self.services
@@ -200,9 +261,11 @@ class Runner:
                 model_version=response.metadata.model_version,
                 generated_at=response.metadata.generated_at,
             )
+        signals, self._long_only_zeroed = risk.apply_long_only(response.signals, req.limits)
         svc.progress("reading positions from the gateway")
         positions = svc.gateway.get_positions()
-        wanted = [s.symbol for s in response.signals if s.target_weight != 0]
+        # Held symbols are priced too: limits check the notional of closing orders.
+        wanted = [s.symbol for s in signals if s.target_weight != 0 or positions.get(s.symbol)]
         svc.progress(f"reading {len(wanted)} prices from {svc.prices.name}")
         try:
             book = svc.prices.fetch_prices(wanted, now=svc.clock()) if wanted else PriceBook()
@@ -210,7 +273,7 @@ class Runner:
             logger.error("price source failed: %s", exc)
             book = PriceBook(problems={symbol: str(exc) for symbol in wanted})
         return sizing.plan_orders(
-            response.signals,
+            signals,
             book,
             positions,
             capital=req.capital,
@@ -219,109 +282,124 @@ class Runner:
 
     def _record_plan(
         self, plans: Sequence[PlannedMapping], as_of: date
-    ) -> list[tuple[int, OrderRequest]]:
+    ) -> list[tuple[int, PlannedMapping, OrderRequest]]:
         """Commit every mapping (and each order's id) before anything is sent."""
         strategy = self.request.strategy_id
-        ids: list[str | None] = []
-        for plan in plans:
-            if plan.needs_order and plan.order_side is not None:
-                ids.append(
-                    sizing.client_order_id(
-                        strategy, as_of, plan.symbol, plan.order_side, plan.order_qty
-                    )
-                )
-            else:
-                ids.append(None)
+        ids = [
+            sizing.client_order_id(
+                strategy, as_of, plan.symbol, plan.order_side, plan.order_qty, plan.leg
+            )
+            if plan.needs_order and plan.order_side is not None
+            else None
+            for plan in plans
+        ]
         with self._tx("recording the plan") as session:
             mapping_ids = store.add_mappings(session, self.run_id, plans, ids)
-        orders = []
-        for mapping_id, plan, coid in zip(mapping_ids, plans, ids, strict=True):
-            if coid is not None and plan.order_side is not None:
-                order = OrderRequest(
+        return [
+            (
+                mapping_id,
+                plan,
+                OrderRequest(
                     symbol=plan.symbol,
                     side=plan.order_side,
                     qty=plan.order_qty,
                     client_order_id=coid,
-                )
-                orders.append((mapping_id, order))
-        return orders
+                ),
+            )
+            for mapping_id, plan, coid in zip(mapping_ids, plans, ids, strict=True)
+            if coid is not None and plan.order_side is not None
+        ]
 
-    def _submit(self, orders: list[tuple[int, OrderRequest]]) -> None:
+    def _submit(self, orders: list[tuple[int, PlannedMapping, OrderRequest]]) -> None:
+        """Position-reducing orders first, all answered, then the ones that add exposure.
+
+        Sells of longs and covers of shorts free buying power, so the buys that need it go
+        out only after every reducing order has an answer.
+        """
+        reducing = [(m, o) for m, plan, o in orders if plan.reduces]
+        adding = [(m, o) for m, plan, o in orders if not plan.reduces]
+        total = len(orders)
+        self.services.progress(
+            f"submitting {total} orders: {len(reducing)} reducing first, then {len(adding)}"
+        )
+        done = self._send_batch(reducing, done=0, total=total)
+        self._send_batch(adding, done=done, total=total)
+
+    def _send_one(self, order: OrderRequest) -> SubmitOutcome:
+        svc = self.services
+        if self._halt.is_set():
+            return SubmitOutcome(
+                client_order_id=order.client_order_id,
+                kind=OutcomeKind.BLOCKED,
+                order_status="blocked",
+                message=f"not sent: {self._halt_reason or 'trading halted'}",
+                sent=False,
+            )
+        if svc.deadline is not None and time.monotonic() >= svc.deadline:
+            return SubmitOutcome(
+                client_order_id=order.client_order_id,
+                kind=OutcomeKind.NOT_SENT,
+                order_status="not_sent",
+                message="not sent: the run deadline (RUN_DEADLINE_SECONDS) passed first",
+                sent=False,
+            )
+        outcome = svc.gateway.submit_order(order)
+        if outcome.stops_run and not self._halt.is_set():
+            self._halt_reason = outcome.message or outcome.order_status
+            self._halt.set()
+        return outcome
+
+    def _send_batch(self, orders: list[tuple[int, OrderRequest]], *, done: int, total: int) -> int:
         """Send concurrently (bounded pool); record each outcome as it arrives.
 
         The first answer that halts trading (kill switch, circuit breaker, authentication)
-        stops every order not yet sent; those are recorded as blocked.
+        stops every order not yet sent; those are recorded as blocked. A database failure
+        stops sending too: what is already out is in the recorded plan.
         """
+        if not orders:
+            return done
         svc = self.services
-        halt = threading.Event()
-        halt_reason: list[str] = []
-        total = len(orders)
-        svc.progress(f"submitting {total} orders")
-
-        def send(order: OrderRequest) -> SubmitOutcome | None:
-            if halt.is_set():
-                return None
-            outcome = svc.gateway.submit_order(order)
-            if outcome.stops_run and not halt.is_set():
-                halt_reason.append(outcome.message or outcome.order_status)
-                halt.set()
-            return outcome
-
         db_error: DatabaseError | None = None
-        done = 0
-        workers = min(self.request.order_concurrency, total)
+        workers = min(self.request.order_concurrency, len(orders))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="orch-order") as pool:
-            futures: dict[Future[SubmitOutcome | None], int] = {
-                pool.submit(send, order): mapping_id for mapping_id, order in orders
+            futures: dict[Future[SubmitOutcome], int] = {
+                pool.submit(self._send_one, order): mapping_id for mapping_id, order in orders
             }
             for future in as_completed(futures):
-                mapping_id = futures[future]
                 outcome = future.result()
                 done += 1
                 if db_error is not None:
                     continue
                 try:
                     with self._tx("recording an order outcome") as session:
-                        if outcome is None:
-                            reason = halt_reason[0] if halt_reason else "trading halted"
-                            store.mark_not_sent(
-                                session,
-                                [mapping_id],
-                                outcome=OutcomeKind.BLOCKED,
-                                order_status="blocked",
-                                message=f"not sent: {reason}",
-                                at=svc.clock(),
-                            )
-                        else:
-                            store.record_outcome(session, mapping_id, outcome, at=svc.clock())
+                        store.record_outcome(session, futures[future], outcome, at=svc.clock())
                 except DatabaseError as exc:
-                    # Stop sending: what is already out is in the recorded plan.
-                    halt.set()
+                    self._halt_reason = "the database failed"
+                    self._halt.set()
                     db_error = exc
-                if outcome is not None:
-                    svc.progress(
-                        f"[{done}/{total}] {outcome.client_order_id} {outcome.order_status}"
-                    )
+                svc.progress(f"[{done}/{total}] {outcome.client_order_id}: {outcome.order_status}")
         if db_error is not None:
             raise DatabaseError(
                 f"{db_error}; run {self.run_id} stopped sending orders. Every sent order is in "
                 "its recorded plan with its client_order_id; check them at the gateway"
             ) from db_error
+        return done
 
-    def _mark_unsent(
-        self, orders: list[tuple[int, OrderRequest]], kind: OutcomeKind, status: str, message: str
-    ) -> None:
-        if not orders:
-            return
-        with self._tx("recording unsent orders") as session:
-            store.mark_not_sent(
-                session,
-                [mapping_id for mapping_id, _ in orders],
-                outcome=kind,
-                order_status=status,
-                message=message,
-                at=self.services.clock(),
-            )
+    def _refuse_plan(
+        self, orders: list[tuple[int, PlannedMapping, OrderRequest]], message: str
+    ) -> RunResult:
+        """Record every planned order as not sent and fail the run with `message`."""
+        if orders:
+            with self._tx("recording unsent orders") as session:
+                store.mark_not_sent(
+                    session,
+                    [mapping_id for mapping_id, _, _ in orders],
+                    outcome=OutcomeKind.NOT_SENT,
+                    order_status="not_sent",
+                    message=message,
+                    at=self.services.clock(),
+                )
+        return self._finish("failed", message)
 
     def _finish(self, status: RunStatus | None, error_message: str | None) -> RunResult:
         dry_run = self.request.dry_run
@@ -340,6 +418,13 @@ class Runner:
             )
         with self._tx("reading the run back") as session:
             return store.load_run(session, self.run_id)
+
+
+def gateway_mode(config: GatewayConfig) -> str:
+    """`dry_run` (the gateway logs orders), `paper` (simulated account) or `live`."""
+    if config.dry_run:
+        return "dry_run"
+    return "paper" if config.alpaca_paper else "live"
 
 
 def execute_run(request: RunRequest, services: RunServices) -> RunResult:

@@ -314,6 +314,10 @@ class SkipReason(StrEnum):
     QTY_LESS_THAN_ONE_SHARE = "qty_less_than_one_share"
     PRICE_UNAVAILABLE = "price_unavailable"
     ALREADY_AT_TARGET = "already_at_target"
+    LONG_ONLY = "long_only"  # a short signal ignored in long-only mode, nothing held
+    RESTRICTED_SYMBOL = "restricted_symbol"
+    BELOW_MIN_TRADE = "below_min_trade"
+    MAX_ORDER_NOTIONAL = "max_order_notional"
 
 
 class PlannedMapping(BaseModel):
@@ -334,10 +338,17 @@ class PlannedMapping(BaseModel):
     order_side: OrderSide | None
     skip_reason: SkipReason | None
     skip_detail: str | None = None
+    leg: int = 0  # 1 for the opening half of an order split at zero (long 10 -> short 5)
+    reduces: bool = False  # the order moves the position toward zero (sent first)
 
     @property
     def needs_order(self) -> bool:
         return self.order_qty > 0
+
+    @property
+    def notional(self) -> Decimal | None:
+        """Dollar value of the order at the planning price, when there is one."""
+        return None if self.price is None else self.order_qty * self.price
 
 
 # --- Run results (what `orch run --json` and `orch runs show --json` print) ----------------
@@ -362,6 +373,7 @@ class MappingResult(BaseModel):
     broker_order_id: str | None = None
     filled_qty: NumberOut | None = None
     filled_avg_price: MoneyOut | None = None
+    leg: int = 0
 
 
 class RunSummary(BaseModel):
@@ -379,9 +391,11 @@ class RunSummary(BaseModel):
     started_at: datetime | None = None
     num_orders_blocked: int = 0
     num_orders_unknown: int = 0
+    gateway_mode: str | None = None
 
 
 class RunResult(RunSummary):
+    limits: dict[str, Any] | None = None
     mappings: list[MappingResult] = Field(default_factory=list)
 
 

@@ -27,6 +27,12 @@ Skips, each with `order_qty` 0 and no side:
 
 Weight 0 with a position held closes it (target 0); closing needs no price. A weight whose
 target rounds to 0 shares while a position is held sells it down to 0 the same way.
+
+Sequencing: an order that moves the position toward zero `reduces` it (it frees buying
+power and is sent first). An order that would take the position across zero (long 10 to
+short 5) is split into two mappings of the same symbol: leg 0 closes the whole shares held
+(`reduces`), leg 1 opens the other side; each gets its own `client_order_id`. Together the
+legs net to the same delta.
 """
 
 from __future__ import annotations
@@ -76,7 +82,7 @@ def _plan_one(
     current: Decimal,
     capital: Decimal,
     max_position_size: Decimal,
-) -> PlannedMapping:
+) -> list[PlannedMapping]:
     quote = prices.quotes.get(signal.symbol)
     weight = signal.target_weight
     target_dollars: Decimal | None
@@ -101,21 +107,50 @@ def _plan_one(
         delta = order_delta(target_qty, current)
         skip_reason = None if delta != 0 else _no_order_reason(target_qty)
 
-    return PlannedMapping(
-        symbol=signal.symbol,
-        predicted_return=signal.predicted_return,
-        rank=signal.rank,
-        target_weight=weight,
-        price=quote.price if quote else None,
-        price_timestamp=quote.timestamp if quote else None,
-        current_qty=current,
-        target_dollars=target_dollars,
-        target_qty=target_qty,
-        order_qty=abs(delta),
-        order_side=_side(delta) if delta != 0 else None,
-        skip_reason=skip_reason,
-        skip_detail=skip_detail,
-    )
+    common = {
+        "symbol": signal.symbol,
+        "predicted_return": signal.predicted_return,
+        "rank": signal.rank,
+        "target_weight": weight,
+        "price": quote.price if quote else None,
+        "price_timestamp": quote.timestamp if quote else None,
+        "current_qty": current,
+        "target_dollars": target_dollars,
+        "target_qty": target_qty,
+        "skip_detail": skip_detail,
+    }
+    legs = split_at_zero(current, delta)
+    if not legs:
+        return [PlannedMapping(**common, order_qty=0, order_side=None, skip_reason=skip_reason)]
+    return [
+        PlannedMapping(
+            **common,
+            order_qty=abs(qty),
+            order_side=_side(qty),
+            skip_reason=None,
+            leg=leg,
+            reduces=reduces,
+        )
+        for leg, (qty, reduces) in enumerate(legs)
+    ]
+
+
+def split_at_zero(current: Decimal, delta: int) -> list[tuple[int, bool]]:
+    """(signed qty, reduces) per order for `delta`; an order crossing zero becomes two.
+
+    The closing leg trades the whole shares held, so a fractional remainder (0.5 of a share)
+    stays with the opening leg's side rather than being overshot.
+    """
+    if delta == 0:
+        return []
+    if current == 0 or (current > 0) == (delta > 0):
+        return [(delta, False)]
+    closing = int(abs(current))
+    if abs(delta) <= closing:
+        return [(delta, True)]
+    sign = 1 if delta > 0 else -1
+    legs = [(sign * closing, True)] if closing else []
+    return [*legs, (delta - sign * closing, False)]
 
 
 def plan_orders(
@@ -126,16 +161,17 @@ def plan_orders(
     capital: Decimal,
     max_position_size: Decimal,
 ) -> list[PlannedMapping]:
-    """One mapping per signal, in the signals' order; positions are signed, absent means 0."""
+    """Mappings in the signals' order (two for an order split at zero); absent position = 0."""
     return [
-        _plan_one(
+        mapping
+        for signal in signals
+        for mapping in _plan_one(
             signal,
             prices,
             positions.get(signal.symbol, Decimal(0)),
             capital,
             max_position_size,
         )
-        for signal in signals
     ]
 
 

@@ -238,6 +238,7 @@ def create_run(
     price_source: str,
     started_at: datetime,
     settings_snapshot: dict[str, Any],
+    limits: dict[str, Any] | None = None,
 ) -> None:
     """Insert a run with status "running"; snapshot values JSON lacks (Decimal, Path) go as text."""
     session.add(
@@ -253,8 +254,15 @@ def create_run(
             price_source=price_source,
             started_at=started_at,
             settings=json.loads(json.dumps(settings_snapshot, default=str)),
+            limits=None if limits is None else json.loads(json.dumps(limits, default=str)),
         )
     )
+    session.flush()
+
+
+def record_gateway_mode(session: Session, run_id: uuid.UUID, mode: str) -> None:
+    """Store where the gateway would send orders: `live`, `paper` or `dry_run`."""
+    _run_row(session, run_id).gateway_mode = mode
     session.flush()
 
 
@@ -304,6 +312,8 @@ def add_mappings(
                 current_qty=plan.current_qty,
                 target_dollars=plan.target_dollars,
                 target_qty=plan.target_qty,
+                leg=plan.leg,
+                reduces=plan.reduces if plan.needs_order else None,
                 order_qty=plan.order_qty if plan.needs_order else None,
                 order_side=plan.order_side if plan.needs_order else None,
                 client_order_id=client_order_id,
@@ -447,6 +457,7 @@ def _summary_fields(row: OrchestrationRun) -> dict[str, Any]:
         "duration_seconds": None if row.duration_seconds is None else float(row.duration_seconds),
         "error_message": row.error_message,
         "started_at": row.started_at,
+        "gateway_mode": row.gateway_mode,
     }
 
 
@@ -509,9 +520,15 @@ def load_run(session: Session, run_id: uuid.UUID) -> RunResult:
     mappings = session.scalars(
         select(SignalOrderMapping)
         .where(SignalOrderMapping.run_id == run_id)
-        .order_by(SignalOrderMapping.rank, SignalOrderMapping.symbol, SignalOrderMapping.id)
+        .order_by(
+            SignalOrderMapping.rank,
+            SignalOrderMapping.symbol,
+            SignalOrderMapping.leg,
+            SignalOrderMapping.id,
+        )
     )
     return RunResult(
         **_summary_fields(row),
+        limits=row.limits,
         mappings=[MappingResult.model_validate(m, from_attributes=True) for m in mappings],
     )

@@ -20,12 +20,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-)
+from tenacity import RetryCallState, Retrying, retry_if_exception
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +130,18 @@ class HttpClient:
     max_retry_wait: float = 30.0
     base_backoff: float = 0.25
     auth: requests.auth.AuthBase | None = None  # per service: signatures never leak elsewhere
+    # time.monotonic() value: with a deadline, a 429 is waited out (same request, same
+    # client_order_id) until the deadline instead of giving up after max_attempts.
+    deadline: float | None = None
+
+    def _stop(self, state: RetryCallState) -> bool:
+        if self.deadline is not None:
+            if time.monotonic() + self._wait(state) >= self.deadline:
+                return True
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, TransientStatusError) and exc.response.status_code == 429:
+                return False
+        return state.attempt_number >= self.max_attempts
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -147,11 +154,10 @@ class HttpClient:
         exc = state.outcome.exception() if state.outcome else None
         wait = float(state.next_action.sleep) if state.next_action else 0.0
         logger.warning(
-            "%s: %s (attempt %d of %d), retrying in %.2fs",
+            "%s: %s on attempt %d, retrying in %.2fs",
             self.service,
             describe_error(exc) if exc else "error",
             state.attempt_number,
-            self.max_attempts,
             wait,
         )
 
@@ -200,7 +206,7 @@ class HttpClient:
 
         retrying = Retrying(
             retry=retry_if_exception(_is_transient),
-            stop=stop_after_attempt(self.max_attempts),
+            stop=self._stop,
             wait=self._wait,
             sleep=self.sleep,
             before_sleep=self._log_retry,

@@ -15,6 +15,7 @@ from orchestrator_cli import store
 from orchestrator_cli.config import Settings, data_dir, mask_url
 from orchestrator_cli.gateway import GatewayClient
 from orchestrator_cli.prices import build_price_source
+from orchestrator_cli.risk import Limits
 from orchestrator_cli.runner import RunServices
 from orchestrator_cli.signals import SignalClient
 from orchestrator_cli.transport import HttpClient, make_session
@@ -41,6 +42,7 @@ def build_run_services(
     session = make_session(settings.order_concurrency)
     prices = build_price_source(settings, session=session, sleep=sleep)
     sessions = open_database(settings)
+    deadline = time.monotonic() + settings.run_deadline_seconds
 
     def client(service: str, base_url: str) -> HttpClient:
         return HttpClient(
@@ -50,6 +52,7 @@ def build_run_services(
             max_attempts=settings.http_max_attempts,
             session=session,
             sleep=sleep,
+            deadline=deadline,
         )
 
     return RunServices(
@@ -58,6 +61,20 @@ def build_run_services(
         prices=prices,
         sessions=sessions,
         progress=progress,
+        deadline=deadline,
+    )
+
+
+def limits_from(settings: Settings) -> Limits:
+    """The pre-trade limits in force, from settings (env, .env or flags)."""
+    return Limits(
+        max_order_notional=settings.max_order_notional,
+        max_gross_exposure=settings.max_gross_exposure,
+        max_orders_per_run=settings.max_orders_per_run,
+        long_only=settings.long_only,
+        restricted_symbols=frozenset(settings.restricted_symbols),
+        min_trade_dollars=settings.min_trade_dollars,
+        min_trade_pct=settings.min_trade_pct,
     )
 
 
@@ -77,7 +94,19 @@ def settings_snapshot(settings: Settings) -> dict[str, Any]:
         "order_concurrency": settings.order_concurrency,
         "http_timeout_seconds": settings.http_timeout_seconds,
         "http_max_attempts": settings.http_max_attempts,
+        "run_deadline_seconds": settings.run_deadline_seconds,
+        "allow_live_trading": settings.allow_live_trading,
+        "service_auth": auth_mode(settings),
     }
+
+
+def auth_mode(settings: Settings) -> str:
+    """How requests to the services are authenticated (never the secret itself)."""
+    if settings.internal_token_secret is not None:
+        return f"internal-token as {settings.service_id}"
+    if settings.gateway_api_token is not None or settings.signal_api_token is not None:
+        return "bearer"
+    return "none"
 
 
 def sandbox_state_file(settings: Settings) -> Path:

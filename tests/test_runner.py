@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -13,6 +14,7 @@ from sqlalchemy import select
 from orchestrator_cli import store
 from orchestrator_cli.errors import DatabaseError, PriceSourceError, ServiceError
 from orchestrator_cli.models import OrchestrationRun, SignalOrderMapping
+from orchestrator_cli.risk import Limits
 from orchestrator_cli.runner import (
     RunRequest,
     RunServices,
@@ -21,6 +23,9 @@ from orchestrator_cli.runner import (
     trading_date,
 )
 from orchestrator_cli.schemas import (
+    GatewayConfig,
+    GatewayHealth,
+    KillSwitchStatus,
     OrderRequest,
     OutcomeKind,
     PriceBook,
@@ -89,15 +94,42 @@ class FakeGateway:
         self.sent: list[OrderRequest] = []
         self.on_submit = on_submit
         self.lock = threading.Lock()
+        self.events: list[tuple[str, str]] = []  # ("start" | "end", client_order_id)
+        self.latency = 0.0
+
+    config = GatewayConfig(dry_run=False, alpaca_paper=True)
+    kill_switch = "ACTIVE"
+    health = "healthy"
 
     def get_positions(self) -> dict[str, Decimal]:
         return dict(self.positions)
 
+    def get_config(self) -> GatewayConfig:
+        return self.config
+
+    def get_kill_switch(self) -> KillSwitchStatus:
+        if self.kill_switch == "unknown":
+            raise ServiceError("kill-switch state unknown (HTTP 503)")
+        return KillSwitchStatus(state=self.kill_switch)
+
+    def get_health(self) -> GatewayHealth:
+        return GatewayHealth(status=self.health)
+
     def submit_order(self, order: OrderRequest) -> SubmitOutcome:
+        with self.lock:
+            self.events.append(("start", order.client_order_id))
+        try:
+            return self._answer(order)
+        finally:
+            with self.lock:
+                self.events.append(("end", order.client_order_id))
+
+    def _answer(self, order: OrderRequest) -> SubmitOutcome:
         if callable(self.on_submit):
             self.on_submit(order)
         with self.lock:
             self.sent.append(order)
+        time.sleep(self.latency)  # simulated network time, so a wrong order would interleave
         answer = self.answers.get(order.symbol, "accepted")
         if answer == "kill_switch":
             return SubmitOutcome(
@@ -170,13 +202,14 @@ def make_request(symbols: list[str], **changes: object) -> RunRequest:
     return RunRequest(**base)  # type: ignore[arg-type]
 
 
-def run(session_factory, signals, gateway, prices, **changes):
+def run(session_factory, signals, gateway, prices, deadline=None, **changes):
     services = RunServices(
         signals=signals,
         gateway=gateway,
         prices=prices,
         sessions=session_factory,
         clock=lambda: NOW,
+        deadline=deadline,
     )
     symbols = (
         [s.symbol for s in signals.response.signals]
@@ -239,7 +272,7 @@ def test_held_symbol_with_zero_weight_is_closed_without_needing_a_price(session_
     prices = FakePrices({})
     result = run(session_factory, FakeSignals(signals_of(("MSFT", "0"))), gateway, prices)
     assert (gateway.sent[0].side, gateway.sent[0].qty) == ("buy", 40)
-    assert prices.asked == []
+    assert prices.asked == ["MSFT"]  # asked for the limits' sake, not needed to close
     assert result.status == "completed"
 
 
@@ -491,3 +524,153 @@ def counts(**values: int) -> store.OutcomeCounts:
 )
 def test_decide_status(values, dry_run, expected):
     assert decide_status(counts(**values), dry_run=dry_run) == expected
+
+
+def test_reducing_orders_are_answered_before_any_order_adding_exposure(session_factory):
+    gateway = FakeGateway(
+        positions={"AAPL": Decimal("200"), "MSFT": Decimal("-50"), "TSLA": Decimal("10")}
+    )
+    gateway.latency = 0.02
+    result = run(
+        session_factory,
+        FakeSignals(
+            signals_of(("AAPL", "0.333"), ("MSFT", "0"), ("GOOGL", "0.5"), ("TSLA", "-0.5"))
+        ),
+        gateway,
+        FakePrices({"AAPL": "150", "MSFT": "400", "GOOGL": "170", "TSLA": "250"}),
+        order_concurrency=8,
+    )
+    assert result.status == "completed"
+    rows = [(m.symbol, m.leg, m.order_side, m.order_qty) for m in result.mappings]
+    assert ("TSLA", 0, "sell", 10) in rows
+    assert ("TSLA", 1, "sell", 80) in rows
+    reducing = {
+        m.client_order_id
+        for m in result.mappings
+        if (m.symbol, m.leg) in {("AAPL", 0), ("MSFT", 0), ("TSLA", 0)}
+    }
+    adding = {m.client_order_id for m in result.mappings if m.client_order_id} - reducing
+    assert len(reducing) == 3
+    assert len(adding) == 2
+    last_reducing_end = max(
+        i for i, (what, coid) in enumerate(gateway.events) if what == "end" and coid in reducing
+    )
+    first_adding_start = min(
+        i for i, (what, coid) in enumerate(gateway.events) if what == "start" and coid in adding
+    )
+    assert last_reducing_end < first_adding_start
+
+
+def test_flip_is_two_orders_with_their_own_ids(session_factory):
+    gateway = FakeGateway(positions={"TSLA": Decimal("10")})
+    result = run(
+        session_factory,
+        FakeSignals(signals_of(("TSLA", "-0.5"))),
+        gateway,
+        FakePrices({"TSLA": "250"}),
+    )
+    assert [(o.side, o.qty) for o in gateway.sent] == [("sell", 10), ("sell", 80)]
+    assert len({o.client_order_id for o in gateway.sent}) == 2
+    assert [m.leg for m in result.mappings] == [0, 1]
+    assert result.num_orders_accepted == 2
+
+
+@pytest.mark.parametrize(
+    ("config", "allow_live", "dry_run", "status", "mode"),
+    [
+        (GatewayConfig(dry_run=False, alpaca_paper=False), False, False, "failed", "live"),
+        (GatewayConfig(dry_run=False, alpaca_paper=False), True, False, "completed", "live"),
+        (GatewayConfig(dry_run=False, alpaca_paper=False), False, True, "completed", "live"),
+        (GatewayConfig(dry_run=False, alpaca_paper=True), False, False, "completed", "paper"),
+        (GatewayConfig(dry_run=True, alpaca_paper=False), False, False, "completed", "dry_run"),
+    ],
+    ids=["live-refused", "live-opted-in", "live-dry-run", "paper", "gateway-dry-run"],
+)
+def test_live_account_guard(session_factory, config, allow_live, dry_run, status, mode):
+    gateway = FakeGateway()
+    gateway.config = config
+    result = run(
+        session_factory,
+        FakeSignals(signals_of(("AAPL", "0.5"))),
+        gateway,
+        FakePrices({"AAPL": "150"}),
+        allow_live_trading=allow_live,
+        dry_run=dry_run,
+    )
+    assert (result.status, result.gateway_mode) == (status, mode)
+    if status == "failed":
+        assert gateway.sent == []
+        assert result.mappings == []
+        assert "ALLOW_LIVE_TRADING" in (result.error_message or "")
+
+
+@pytest.mark.parametrize(
+    ("kill_switch", "health", "refused", "words"),
+    [
+        ("ENGAGED", "healthy", True, "kill switch is engaged"),
+        ("unknown", "healthy", True, "state unknown"),
+        ("ACTIVE", "unhealthy", True, "unhealthy"),
+        ("ACTIVE", "degraded", False, None),
+    ],
+)
+def test_kill_switch_and_health_preflight(session_factory, kill_switch, health, refused, words):
+    gateway = FakeGateway()
+    gateway.kill_switch = kill_switch
+    gateway.health = health
+    signals = FakeSignals(signals_of(("AAPL", "0.5")))
+    result = run(session_factory, signals, gateway, FakePrices({"AAPL": "150"}))
+    if refused:
+        assert result.status == "failed"
+        assert words in (result.error_message or "")
+        assert gateway.sent == []
+        assert signals.calls == []  # refused before signals were even fetched
+    else:
+        assert result.status == "completed"
+
+
+def test_a_run_level_limit_refuses_the_plan_and_says_which(session_factory):
+    gateway = FakeGateway()
+    result = run(
+        session_factory,
+        FakeSignals(signals_of(("AAPL", "0.5"), ("MSFT", "0.5"))),
+        gateway,
+        FakePrices({"AAPL": "150", "MSFT": "400"}),
+        limits=Limits(max_gross_exposure=Decimal("0.3")),
+    )
+    assert result.status == "failed"
+    assert gateway.sent == []
+    assert "MAX_GROSS_EXPOSURE" in (result.error_message or "")
+    assert {m.order_status for m in result.mappings} == {"not_sent"}
+    assert result.limits is not None
+    assert result.limits["max_gross_exposure"] == "0.3"
+
+
+def test_per_order_limit_skips_and_the_rest_go_ahead(session_factory):
+    gateway = FakeGateway()
+    result = run(
+        session_factory,
+        FakeSignals(signals_of(("AAPL", "0.5"), ("MSFT", "0.1"))),
+        gateway,
+        FakePrices({"AAPL": "150", "MSFT": "400"}),
+        limits=Limits(max_order_notional=Decimal("15000")),
+    )
+    assert [o.symbol for o in gateway.sent] == ["MSFT"]
+    aapl = by_symbol(result)["AAPL"]
+    assert aapl.skip_reason == "max_order_notional"
+    assert "MAX_ORDER_NOTIONAL" in (aapl.detail or "")
+    assert result.status == "completed"  # a deliberate policy skip is not a failure
+
+
+def test_orders_after_the_run_deadline_are_not_sent(session_factory):
+    gateway = FakeGateway()
+    result = run(
+        session_factory,
+        FakeSignals(signals_of(("AAPL", "0.5"), ("MSFT", "0.5"))),
+        gateway,
+        FakePrices({"AAPL": "150", "MSFT": "400"}),
+        deadline=time.monotonic() - 1,
+    )
+    assert gateway.sent == []
+    assert {m.order_status for m in result.mappings} == {"not_sent"}
+    assert "RUN_DEADLINE_SECONDS" in (result.mappings[0].detail or "")
+    assert result.status == "failed"

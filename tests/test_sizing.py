@@ -90,8 +90,6 @@ PLAN_CASES = [
     pytest.param("0.333", "150", "133", "20000", 133, 0, None, "already_at_target", id="at-target"),
     pytest.param("0.333", "150", "150", "20000", 133, 17, "sell", None, id="above-target-sells"),
     pytest.param("-0.5", "150", "0", "20000", -133, 133, "sell", None, id="short"),
-    pytest.param("-0.5", "150", "100", "20000", -133, 233, "sell", None, id="long-to-short"),
-    pytest.param("0.5", "150", "-100", "20000", 133, 233, "buy", None, id="short-to-long"),
     pytest.param(
         "0.001", "150", "0", "100.000", 0, 0, None, "qty_less_than_one_share", id="too-dear"
     ),
@@ -130,6 +128,38 @@ def test_plan_orders_table(weight, price, current, dollars, target, order_qty, s
     assert mapping.price == (D(price) if price else None)
     assert mapping.price_timestamp == (AT if price else None)
     assert mapping.skip_detail is None
+
+
+@pytest.mark.parametrize(
+    ("weight", "current", "legs"),
+    [
+        pytest.param(
+            "-0.5", "100", [("sell", 100, True), ("sell", 133, False)], id="long-to-short"
+        ),
+        pytest.param("0.5", "-100", [("buy", 100, True), ("buy", 133, False)], id="short-to-long"),
+        pytest.param("0.5", "-10.5", [("buy", 10, True), ("buy", 133, False)], id="fractional"),
+        pytest.param("0.5", "-0.5", [("buy", 133, False)], id="fraction-only"),
+        pytest.param("0.5", "200", [("sell", 67, True)], id="reduce-long"),
+        pytest.param("-0.5", "-200", [("buy", 67, True)], id="reduce-short"),
+        pytest.param("0.5", "100", [("buy", 33, False)], id="add-long"),
+        pytest.param("0", "-7", [("buy", 7, True)], id="cover"),
+    ],
+)
+def test_orders_crossing_zero_are_split_and_reducing_ones_flagged(weight, current, legs):
+    planned = plan_orders(
+        [signal("AAPL", weight)],
+        book({"AAPL": "150"}),
+        {"AAPL": D(current)},
+        capital=CAPITAL,
+        max_position_size=CAP,
+    )
+    assert [(m.order_side, m.order_qty, m.reduces) for m in planned] == legs
+    assert [m.leg for m in planned] == list(range(len(legs)))
+    ids = {
+        client_order_id("s", date(2024, 1, 2), "AAPL", m.order_side, m.order_qty, m.leg)
+        for m in planned
+    }
+    assert len(ids) == len(planned)
 
 
 def test_price_unavailable_carries_the_books_reason_and_no_target():
@@ -254,13 +284,27 @@ def test_order_never_passes_the_target(target, current):
 @given(weight=weights, price=st.one_of(st.none(), prices_st), current=positions_st, cap=money)
 def test_plan_is_consistent(weight, price, current, cap):
     prices = book({"AAPL": str(price)} if price is not None else {}, {"AAPL": "no quote"})
-    [m] = plan_orders(
+    legs = plan_orders(
         [signal("AAPL", str(weight))],
         prices,
         {"AAPL": current},
         capital=CAPITAL,
         max_position_size=cap,
     )
+    assert 1 <= len(legs) <= 2
+    assert [leg.leg for leg in legs] == list(range(len(legs)))
+    if len(legs) == 2:
+        close, open_ = legs
+        assert close.reduces
+        assert not open_.reduces
+        assert close.order_side == open_.order_side
+        # the closing leg lands on zero (or the fraction held); the opening one goes past it
+        assert close.order_qty == int(abs(current))
+    for leg in legs:
+        assert leg.order_qty > 0 or len(legs) == 1
+    m = legs[0]
+    if len(legs) == 2:
+        m = m.model_copy(update={"order_qty": sum(leg.order_qty for leg in legs)})
     assert m.order_qty >= 0
     assert type(m.order_qty) is int
     assert (m.order_qty == 0) == (m.order_side is None) == (m.skip_reason is not None)
