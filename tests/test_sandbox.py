@@ -19,7 +19,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
+from orchestrator_cli.auth import BearerAuth, InternalTokenAuth
 from orchestrator_cli.sandbox import Sandbox, SandboxFaults, SandboxState
+from orchestrator_cli.transport import HttpClient
 
 FIVE = ["AAPL", "MSFT", "GOOGL", "AMZN", "TSLA"]
 AS_OF = "2024-12-31"
@@ -603,3 +605,176 @@ def test_stop_releases_ports_and_wakes_waiters(http: requests.Session) -> None:
     with Sandbox(gateway_port=port) as again:
         assert again.gateway_url.endswith(f":{port}")
         assert gateway_get(http, again, "/health").status_code == 200
+
+
+# --- Service authentication -------------------------------------------------------------------
+
+SECRET = "sandbox-secret"
+ORDER = {"symbol": "AAPL", "side": "buy", "qty": 10, "client_order_id": "ord-1"}
+
+
+@pytest.fixture
+def secured() -> Iterator[Sandbox]:
+    with Sandbox(SandboxFaults(seed=1), auth_secret=SECRET) as running:
+        yield running
+
+
+def client(
+    http: requests.Session, base_url: str, auth: requests.auth.AuthBase | None
+) -> HttpClient:
+    return HttpClient("sandbox", base_url, 5.0, session=http, sleep=lambda _: None, auth=auth)
+
+
+def signed_order(sandbox: Sandbox) -> requests.PreparedRequest:
+    """A signed order POST, prepared but not sent, to replay or tamper with."""
+    return requests.Request(
+        "POST",
+        f"{sandbox.gateway_url}/api/v1/orders",
+        data=json.dumps(ORDER).encode(),
+        headers={"Content-Type": "application/json"},
+        auth=InternalTokenAuth(SECRET),
+    ).prepare()
+
+
+def refusal(response: requests.Response) -> str:
+    assert response.status_code == 401, response.text
+    detail = response.json()["detail"]
+    assert detail["message"]
+    return str(detail["error"])
+
+
+def test_signed_requests_are_accepted_end_to_end(http: requests.Session, secured: Sandbox) -> None:
+    assert secured.auth_secret == SECRET
+    assert secured.bearer_token is None
+    auth = InternalTokenAuth(SECRET, strategy_id="alpha_baseline")
+    signal_service = client(http, secured.signal_url, auth)
+    gateway_service = client(http, secured.gateway_url, auth)
+    generated = signal_service.request(
+        "POST", "/api/v1/signals/generate", json_body={"symbols": FIVE, "as_of_date": AS_OF}
+    )
+    assert generated.status_code == 200, generated.text
+    assert len(generated.json()["signals"]) == 5
+    placed = gateway_service.request("POST", "/api/v1/orders", json_body=ORDER)
+    assert placed.status_code == 200, placed.text
+    for path, params in (
+        ("/api/v1/orders/ord-1", None),
+        ("/api/v1/positions", {"symbol": "AAPL", "note": "a b,c"}),  # the raw query is signed
+        ("/api/v1/kill-switch/status", None),
+        ("/api/v1/config", None),
+    ):
+        response = gateway_service.request("GET", path, params=params)
+        assert response.status_code == 200, (path, response.text)
+    assert secured.state.position("AAPL") == 10
+    assert secured.auth_failures == 0
+
+
+def test_each_retry_is_signed_anew(http: requests.Session, secured: Sandbox) -> None:
+    secured.faults.error_rate = 1.0  # every attempt reaches the order handler and gets 503
+    gateway_service = client(http, secured.gateway_url, InternalTokenAuth(SECRET))
+    response = gateway_service.request("POST", "/api/v1/orders", json_body=ORDER)
+    assert response.status_code == 503
+    assert secured.state.post_attempts == 3
+    assert secured.auth_failures == 0
+
+
+def test_unsigned_requests_are_refused(http: requests.Session, secured: Sandbox) -> None:
+    assert refusal(signals(http, secured, FIVE)) == "authentication_required"
+    assert refusal(order(http, secured)) == "authentication_required"
+    assert refusal(gateway_get(http, secured, "/api/v1/positions")) == "authentication_required"
+    assert secured.auth_failures == 3
+    assert secured.state.post_attempts == 0  # refused before the order handler
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        InternalTokenAuth("wrong-secret"),
+        InternalTokenAuth(SECRET, clock=lambda: time.time() - 301),
+        InternalTokenAuth(SECRET, clock=lambda: time.time() + 301),
+    ],
+    ids=["wrong-secret", "stale", "future"],
+)
+def test_bad_signature_is_refused(
+    http: requests.Session, secured: Sandbox, auth: InternalTokenAuth
+) -> None:
+    for base_url, path, body in (
+        (secured.signal_url, "/api/v1/signals/generate", {"symbols": FIVE}),
+        (secured.gateway_url, "/api/v1/orders", ORDER),
+    ):
+        response = client(http, base_url, auth).request("POST", path, json_body=body)
+        assert refusal(response) == "invalid_internal_token"
+    assert secured.auth_failures == 2
+    assert secured.state.orders_created() == 0
+
+
+def test_tampered_body_is_refused(http: requests.Session, secured: Sandbox) -> None:
+    prepared = signed_order(secured)
+    headers = {k: v for k, v in prepared.headers.items() if k != "Content-Length"}
+    tampered = json.dumps({**ORDER, "qty": 1000}).encode()
+    url = f"{secured.gateway_url}/api/v1/orders"
+    assert refusal(http.post(url, data=tampered, headers=headers, timeout=5)) == (
+        "invalid_internal_token"
+    )
+    assert secured.state.orders_created() == 0
+    # The untouched request, nonce unburnt by the refusal, still goes through.
+    assert http.send(prepared, timeout=5).status_code == 200
+
+
+def test_replayed_request_is_refused(http: requests.Session, secured: Sandbox) -> None:
+    prepared = signed_order(secured)
+    assert http.send(prepared, timeout=5).status_code == 200
+    assert refusal(http.send(prepared, timeout=5)) == "invalid_internal_token"
+    assert (secured.state.post_attempts, secured.auth_failures) == (1, 1)
+
+
+def test_concurrent_replays_are_accepted_once(secured: Sandbox) -> None:
+    prepared = signed_order(secured)
+
+    def send(_: int) -> int:
+        with requests.Session() as session:
+            return session.send(prepared.copy(), timeout=5).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = sorted(pool.map(send, range(8)))
+    assert statuses == [200] + [401] * 7
+    assert secured.auth_failures == 7
+
+
+def test_bearer_token(http: requests.Session) -> None:
+    with Sandbox(bearer_token="tok-1") as box:
+        assert box.bearer_token == "tok-1"
+        good = client(http, box.gateway_url, BearerAuth("tok-1"))
+        assert good.request("POST", "/api/v1/orders", json_body=ORDER).status_code == 200
+        bad = client(http, box.signal_url, BearerAuth("tok-2"))
+        refused = bad.request("POST", "/api/v1/signals/generate", json_body={"symbols": FIVE})
+        assert refusal(refused) == "invalid_token"
+        unsigned = client(http, box.gateway_url, None).request("GET", "/api/v1/positions")
+        assert refusal(unsigned) == "authentication_required"
+        # A platform signature is no bearer token.
+        signed = client(http, box.gateway_url, InternalTokenAuth(SECRET))
+        assert refusal(signed.request("GET", "/api/v1/positions")) == "authentication_required"
+        assert box.auth_failures == 3
+
+
+def test_bearer_token_and_signature_both_required(http: requests.Session) -> None:
+    with Sandbox(auth_secret=SECRET, bearer_token="tok-1") as box:
+        prepared = signed_order(box)
+        assert refusal(http.send(prepared.copy(), timeout=5)) == "authentication_required"
+        prepared.headers["Authorization"] = "Bearer tok-1"
+        assert http.send(prepared, timeout=5).status_code == 200
+        assert box.auth_failures == 1
+
+
+def test_health_control_api_and_market_data_are_never_checked(http: requests.Session) -> None:
+    with Sandbox(auth_secret=SECRET, bearer_token="tok-1") as box:
+        for url in (
+            f"{box.signal_url}/health",
+            f"{box.signal_url}/ready",
+            f"{box.gateway_url}/health",
+            f"{box.gateway_url}/_sandbox/state",
+            f"{box.market_data_url}/v2/stocks/snapshots?symbols=AAPL",
+        ):
+            assert http.get(url, timeout=5).status_code == 200, url
+        faults = http.post(f"{box.gateway_url}/_sandbox/faults", json={"latency_ms": 0}, timeout=5)
+        assert faults.status_code == 200
+        assert box.auth_failures == 0

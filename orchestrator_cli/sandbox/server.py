@@ -6,17 +6,23 @@ buffer holds headers and body until the handler flushes) and accepted sockets se
 a header write followed by a body write stalls ~40 ms on Nagle plus delayed ACK, which would
 hide real timings in benchmarks. Fault sleeps never hold the state lock, and `stop()` cuts
 them short.
+
+With `auth_secret` and/or `bearer_token`, the Signal Service's and the gateway's `/api/v1/*`
+endpoints refuse unauthenticated requests with 401 as the real services do; `/health`, `/ready`,
+the `/_sandbox/*` control API and the market-data service are never checked.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import random
 import socket
 import socketserver
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,6 +32,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import ValidationError
 
+from orchestrator_cli.auth import (
+    AUTHENTICATION_REQUIRED,
+    INVALID_INTERNAL_TOKEN,
+    verify_internal_request,
+)
 from orchestrator_cli.sandbox import gateway, market, signal
 from orchestrator_cli.sandbox.state import (
     KILL_SWITCH_DETAIL,
@@ -35,6 +46,13 @@ from orchestrator_cli.sandbox.state import (
 )
 
 ORDER_PATH = "/api/v1/orders"
+API_PREFIX = "/api/v1/"
+INVALID_BEARER_TOKEN = "invalid_token"
+AUTH_MESSAGES = {
+    AUTHENTICATION_REQUIRED: "Service authentication required",
+    INVALID_INTERNAL_TOKEN: "Invalid internal token",
+    INVALID_BEARER_TOKEN: "Invalid bearer token",
+}
 
 
 @dataclass
@@ -113,6 +131,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     wbufsize = 64 * 1024
     server: _Server
+    checks_auth = False  # the simulated platform services do; the market-data API does not
 
     def log_message(self, format: str, *args: Any) -> None:
         """No access log: benchmarks send thousands of requests."""
@@ -137,8 +156,12 @@ class _Handler(BaseHTTPRequestHandler):
         sandbox = self.server.sandbox
         if not url.path.startswith("/_sandbox/"):  # the control API is not a simulated service
             sandbox.pause(sandbox.faults.latency_ms / 1000)
+        refusal = None
+        if self.checks_auth and url.path.startswith(API_PREFIX):
+            headers = dict(self.headers.items())
+            refusal = sandbox.authenticate(self.command, url.path, url.query, headers, request.body)
         try:
-            reply = self.route(request)
+            reply = self.route(request) if refusal is None else refusal
         except json.JSONDecodeError as exc:
             detail = [{"type": "json_invalid", "loc": ["body", exc.pos], "msg": exc.msg}]
             reply = _Reply(422, {"detail": detail})
@@ -159,6 +182,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _SignalHandler(_Handler):
+    checks_auth = True
+
     def route(self, request: _Request) -> _Reply:
         fault = self.server.sandbox.faults.signal_fault
         match request.method, request.path:
@@ -180,6 +205,8 @@ class _MarketHandler(_Handler):
 
 
 class _GatewayHandler(_Handler):
+    checks_auth = True
+
     def route(self, request: _Request) -> _Reply:
         sandbox = self.server.sandbox
         state, faults = sandbox.state, sandbox.faults
@@ -258,7 +285,13 @@ class Sandbox:
         signal_port: int = 0,
         gateway_port: int = 0,
         market_data_port: int = 0,
+        auth_secret: str | None = None,
+        bearer_token: str | None = None,
     ) -> None:
+        self.auth_secret = auth_secret
+        self.bearer_token = bearer_token
+        self.auth_failures = 0  # refused /api/v1/* requests, under the state lock
+        self._seen_nonces: set[str] = set()
         self.faults = faults if faults is not None else SandboxFaults()
         self.state = SandboxState(state_file)
         self._host = host
@@ -345,6 +378,44 @@ class Sandbox:
         """Sleep for a fault, without any lock; stop() wakes every sleeper."""
         if seconds > 0:
             self._stopping.wait(seconds)
+
+    def authenticate(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
+    ) -> _Reply | None:
+        """None when the request passes the configured checks, else the 401 reply.
+
+        `path`, `query` and `body` are raw, exactly as received: the signature covers them.
+        """
+        code = None
+        if self.bearer_token is not None:
+            code = self._bearer_refusal(headers)
+        if code is None and self.auth_secret is not None:
+            with self.state.lock:  # checking the nonce and recording it is one step
+                code = verify_internal_request(
+                    self.auth_secret,
+                    method=method,
+                    path=path,
+                    query=query,
+                    headers=headers,
+                    body=body,
+                    now=time.time(),
+                    seen_nonces=self._seen_nonces,
+                )
+        if code is None:
+            return None
+        with self.state.lock:
+            self.auth_failures += 1
+        return _Reply(401, {"detail": {"error": code, "message": AUTH_MESSAGES[code]}})
+
+    def _bearer_refusal(self, headers: dict[str, str]) -> str | None:
+        given = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+        if not given:
+            return AUTHENTICATION_REQUIRED
+        # Compared as bytes: compare_digest refuses a non-ASCII str, and headers are untrusted.
+        expected = f"Bearer {self.bearer_token}".encode()
+        if not hmac.compare_digest(given.encode("utf-8", "replace"), expected):
+            return INVALID_BEARER_TOKEN
+        return None
 
     def roll(self, rate: float) -> bool:
         """True with probability `rate`, from the seeded generator (reseeded if `seed` changes)."""
