@@ -360,6 +360,18 @@ def sandbox_command(
         bool, typer.Option("--gateway-dry-run", help="Gateway records orders as dry_run.")
     ] = False,
     seed: Annotated[int | None, typer.Option(help="Seed for the fault randomness.")] = None,
+    auth_secret: Annotated[
+        str | None,
+        typer.Option(
+            envvar="INTERNAL_TOKEN_SECRET",
+            show_envvar=False,
+            help="Verify the platform's request signatures with this secret "
+            "[env INTERNAL_TOKEN_SECRET].",
+        ),
+    ] = None,
+    bearer_token: Annotated[
+        str | None, typer.Option(help="Require Authorization: Bearer with this token.")
+    ] = None,
 ) -> None:
     """Serve the simulated Signal Service, Execution Gateway and market data until Ctrl-C."""
     with handle_errors(ctx):
@@ -379,6 +391,8 @@ def sandbox_command(
             ports=(signal_port, gateway_port, market_data_port),
             state_file=state_file,
             fault_options=options,
+            auth_secret=auth_secret,
+            bearer_token=bearer_token,
         )
 
 

@@ -397,6 +397,12 @@ class RedisPriceSource:
         mid = quote.get("mid")
         if mid is None:
             raise ValueError("quote has no mid")
+        # Decimal fields are often serialised as strings ("190.00"): accept a decimal string.
+        if isinstance(mid, str):
+            try:
+                mid = Decimal(mid.strip())
+            except InvalidOperation:
+                raise ValueError(f"mid {mid!r} is not a number") from None
         if isinstance(mid, bool) or not isinstance(mid, int | Decimal):
             raise ValueError(f"mid {mid!r} is not a number")
         stamp = quote.get("timestamp")

@@ -8,10 +8,13 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+from requests.auth import AuthBase
 from rich.console import Console
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator_cli import store
+from orchestrator_cli.auth import BearerAuth, InternalTokenAuth
 from orchestrator_cli.config import Settings, data_dir, mask_url
 from orchestrator_cli.gateway import GatewayClient
 from orchestrator_cli.prices import build_price_source
@@ -44,7 +47,7 @@ def build_run_services(
     sessions = open_database(settings)
     deadline = time.monotonic() + settings.run_deadline_seconds
 
-    def client(service: str, base_url: str) -> HttpClient:
+    def client(service: str, base_url: str, token: SecretStr | None) -> HttpClient:
         return HttpClient(
             service=service,
             base_url=base_url,
@@ -53,16 +56,34 @@ def build_run_services(
             session=session,
             sleep=sleep,
             deadline=deadline,
+            auth=service_auth(settings, token),
         )
 
+    signals = client("Signal Service", settings.signal_service_url, settings.signal_api_token)
+    gateway = client(
+        "Execution Gateway", settings.execution_gateway_url, settings.gateway_api_token
+    )
     return RunServices(
-        signals=SignalClient(client("Signal Service", settings.signal_service_url)),
-        gateway=GatewayClient(client("Execution Gateway", settings.execution_gateway_url)),
+        signals=SignalClient(signals),
+        gateway=GatewayClient(gateway),
         prices=prices,
         sessions=sessions,
         progress=progress,
         deadline=deadline,
     )
+
+
+def service_auth(settings: Settings, bearer: SecretStr | None) -> AuthBase | None:
+    """The platform's HMAC signing when INTERNAL_TOKEN_SECRET is set, else a bearer token."""
+    if settings.internal_token_secret is not None:
+        return InternalTokenAuth(
+            settings.internal_token_secret.get_secret_value(),
+            service_id=settings.service_id,
+            strategy_id=settings.strategy_id,
+        )
+    if bearer is not None:
+        return BearerAuth(bearer.get_secret_value())
+    return None
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -123,7 +144,13 @@ def sandboxed(settings: Settings, *, enabled: bool) -> Iterator[Settings]:
         return
     from orchestrator_cli.sandbox import Sandbox
 
-    with Sandbox(state_file=sandbox_state_file(settings)) as sandbox:
+    secret = settings.internal_token_secret
+    token = settings.gateway_api_token
+    with Sandbox(
+        state_file=sandbox_state_file(settings),
+        auth_secret=secret.get_secret_value() if secret else None,
+        bearer_token=token.get_secret_value() if token and not secret else None,
+    ) as sandbox:
         yield settings.model_copy(
             update={
                 "signal_service_url": sandbox.signal_url,
@@ -141,6 +168,8 @@ def serve_sandbox(
     ports: tuple[int, int, int],
     state_file: Path | None,
     fault_options: dict[str, Any],
+    auth_secret: str | None = None,
+    bearer_token: str | None = None,
 ) -> None:
     """Serve the simulated services in the foreground until interrupted."""
     from orchestrator_cli.sandbox import Sandbox, SandboxFaults
@@ -153,12 +182,18 @@ def serve_sandbox(
         signal_port=signal_port,
         gateway_port=gateway_port,
         market_data_port=market_data_port,
+        auth_secret=auth_secret,
+        bearer_token=bearer_token,
     )
     with sandbox:
         console.print("Sandbox serving; point orch at it with:")
         console.print(f"  export SIGNAL_SERVICE_URL={sandbox.signal_url}")
         console.print(f"  export EXECUTION_GATEWAY_URL={sandbox.gateway_url}")
         console.print(f"  export MARKET_DATA_URL={sandbox.market_data_url} PRICE_SOURCE=alpaca")
+        if auth_secret:
+            console.print("Requests to /api/v1/* must be signed: export INTERNAL_TOKEN_SECRET.")
+        elif bearer_token:
+            console.print("Requests to /api/v1/* need the bearer token: export GATEWAY_API_TOKEN.")
         console.print("Ctrl-C stops it.")
         with suppress(KeyboardInterrupt):
             sandbox.wait()

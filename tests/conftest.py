@@ -144,3 +144,23 @@ def _make_plan(
 def make_plan() -> Callable[..., PlannedMapping]:
     """`make_plan("MSFT", rank=2, order_qty=5)`: see `_make_plan` for the defaults."""
     return _make_plan
+
+
+REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> str:
+    """The real Redis (logical database 15); skipped when unreachable, required in CI."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Redis at {REDIS_TEST_URL} unreachable ({exc}): CI requires Redis")
+        pytest.skip(f"Redis at {REDIS_TEST_URL} unreachable ({exc}): Redis tests skipped")
+    finally:
+        client.close()
+    return REDIS_TEST_URL

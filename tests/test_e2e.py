@@ -8,7 +8,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,16 @@ ORCH_VARIABLES = (
     "MARKET_DATA_URL",
     "PRICES_FILE",
     "ORDER_CONCURRENCY",
+    "INTERNAL_TOKEN_SECRET",
+    "GATEWAY_API_TOKEN",
+    "SIGNAL_API_TOKEN",
+    "REDIS_URL",
+    "RUN_DEADLINE_SECONDS",
+    "MAX_ORDER_NOTIONAL",
+    "MAX_GROSS_EXPOSURE",
+    "RESTRICTED_SYMBOLS",
+    "LONG_ONLY",
+    "ALLOW_LIVE_TRADING",
 )
 
 
@@ -340,3 +352,112 @@ def test_sandbox_flag_keeps_state_between_runs(tmp_path: Path) -> None:
     assert rerun["num_orders_submitted"] == 0
     assert {m["skip_reason"] for m in rerun["mappings"]} <= {"already_at_target", "zero_weight"}
     assert list((tmp_path / "data").rglob("orch.db")), "default SQLite database in the data dir"
+
+
+SECRET = "e2e-shared-secret"
+
+
+@pytest.fixture
+def signed_sandbox() -> Iterator[Sandbox]:
+    with Sandbox(SandboxFaults(seed=11), auth_secret=SECRET) as running:
+        yield running
+
+
+@pytest.fixture
+def redis_prices(redis_server: str) -> Iterator[Callable[[dict[str, Decimal]], None]]:
+    """Writes the platform's price:{SYMBOL} quotes (fresh, mid = price) into test Redis."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server)
+    written: list[str] = []
+
+    def publish(prices: dict[str, Decimal]) -> None:
+        now = datetime.now(UTC).isoformat()
+        for symbol, price in prices.items():
+            quote = {
+                "symbol": symbol,
+                "bid": str(price - Decimal("0.01")),
+                "ask": str(price + Decimal("0.01")),
+                "mid": str(price),
+                "bid_size": 100,
+                "ask_size": 100,
+                "timestamp": now,
+            }
+            client.set(f"price:{symbol}", json.dumps(quote))
+            written.append(f"price:{symbol}")
+
+    yield publish
+    if written:
+        client.delete(*written)
+    client.close()
+
+
+def test_signed_requests_and_redis_prices_end_to_end(
+    tmp_path: Path,
+    signed_sandbox: Sandbox,
+    redis_server: str,
+    redis_prices: Callable[[dict[str, Decimal]], None],
+) -> None:
+    symbols = ["AAPL", "MSFT", "GOOGL", "AMZN", "TSLA"]
+    redis_prices({s: signed_sandbox.state.price_of(s) for s in symbols})
+    orch = Orch(tmp_path, signed_sandbox, f"sqlite:///{tmp_path}/orch.db")
+    env = {"PRICE_SOURCE": "redis", "REDIS_URL": redis_server, "INTERNAL_TOKEN_SECRET": SECRET}
+    code, run = orch.json("run", "--symbols", ",".join(symbols), **env)
+    assert code == 0, run
+    assert run["status"] == "completed"
+    assert run["num_orders_accepted"] == signed_sandbox.state.orders_created() > 0
+    assert signed_sandbox.auth_failures == 0
+    shown = orch("runs", "show", run["run_id"])
+    assert SECRET not in shown.stdout + shown.stderr
+
+    code, refused = orch.json(
+        "run", "--symbols", ",".join(symbols), **{**env, "INTERNAL_TOKEN_SECRET": "wrong"}
+    )
+    assert code == 1
+    assert "401" in refused["error_message"]
+    assert signed_sandbox.auth_failures > 0
+    assert signed_sandbox.state.orders_created() == run["num_orders_accepted"]
+
+
+def test_a_429_storm_is_ridden_out_without_a_duplicate(orch: Orch, sandbox: Sandbox) -> None:
+    sandbox.faults.rate_limit_rate = 0.6
+    sandbox.faults.retry_after_seconds = 0
+    symbols = ",".join(f"R{i:02d}" for i in range(10))
+    code, run = orch.json("run", "--symbols", symbols, "--top-n", "10", "--bottom-n", "0")
+    assert code == 0, run
+    ids = [m["client_order_id"] for m in run["mappings"] if m["client_order_id"]]
+    assert len(ids) == len(set(ids)) == 10
+    assert sandbox.state.orders_created() == 10
+    assert sandbox.state.post_attempts > 10  # the storm happened and was waited out
+
+
+def test_rate_limited_past_the_deadline_is_not_sent_and_says_so(
+    orch: Orch, sandbox: Sandbox
+) -> None:
+    sandbox.faults.rate_limit_rate = 1.0
+    sandbox.faults.retry_after_seconds = 0.2
+    code, run = orch.json("run", "--symbols", SYMBOLS, RUN_DEADLINE_SECONDS="1")
+    assert code == 1
+    assert sandbox.state.orders_created() == 0
+    statuses = {m["order_status"] for m in run["mappings"] if m["client_order_id"]}
+    assert statuses == {"not_sent"}
+
+
+def test_limits_are_enforced_and_shown(orch: Orch, sandbox: Sandbox) -> None:
+    code, run = orch.json(
+        "run", "--symbols", SYMBOLS, "--max-order-notional", "15000", "--restricted", "amzn"
+    )
+    rows = {m["symbol"]: m for m in run["mappings"]}
+    assert rows["AMZN"]["skip_reason"] == "restricted_symbol"
+    assert run["limits"]["restricted_symbols"] == ["AMZN"]
+    assert run["limits"]["max_order_notional"] == "15000"
+    for m in run["mappings"]:
+        if m["order_qty"]:
+            assert m["order_qty"] * float(m["price"]) <= 15000
+    shown = orch("runs", "show", run["run_id"])
+    assert "limits: " in shown.stdout
+    assert "restricted_symbol" in shown.stdout
+
+    code, refused = orch.json("run", "--symbols", SYMBOLS, "--max-gross-exposure", "0.1")
+    assert code == 1
+    assert "MAX_GROSS_EXPOSURE" in refused["error_message"]
