@@ -18,7 +18,7 @@ from rich.logging import RichHandler
 from orchestrator_cli import __version__, render, store
 from orchestrator_cli.config import Settings, load_settings, mask_url
 from orchestrator_cli.errors import ConfigError, ExitCode, OrchError
-from orchestrator_cli.runner import RunRequest, execute_run
+from orchestrator_cli.runner import RunOutcome, RunRequest, execute_run, resume_run, sync_run
 from orchestrator_cli.schemas import SYMBOL_PATTERN, RunStatus, symbols_from
 from orchestrator_cli.wiring import (
     build_run_services,
@@ -197,6 +197,13 @@ def run(
         str | None,
         typer.Option(help="Skip rebalances below this % of capital [env MIN_TRADE_PCT]."),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Run again although today's run completed (plans only what is still missing).",
+        ),
+    ] = False,
     deadline_seconds: Annotated[
         str | None,
         typer.Option(help="Send no new order after this long [env RUN_DEADLINE_SECONDS, 300]."),
@@ -255,14 +262,27 @@ def run(
                 order_concurrency=effective.order_concurrency,
                 limits=limits_from(effective),
                 allow_live_trading=effective.allow_live_trading,
+                force=force,
+                lock_stale_seconds=effective.lock_stale_seconds,
                 settings_snapshot=settings_snapshot(effective),
             )
-            result = execute_run(request, services)
-        if json_output:
-            emit_json(result.model_dump_json())
-        else:
-            render.print_run(out, result)
-        raise typer.Exit(EXIT_FOR_STATUS[result.status])
+            outcome = execute_run(request, services)
+        show_outcome(outcome, json_output=json_output)
+
+
+def show_outcome(outcome: RunOutcome, *, json_output: bool) -> None:
+    """Print the run (or why nothing was done) and exit with the run's code."""
+    if outcome.note and outcome.action != "ran":
+        (err if json_output else out).print(outcome.note, highlight=False, soft_wrap=True)
+    if json_output:
+        emit_json(outcome.result.model_dump_json())
+    elif outcome.action == "already_completed":
+        out.print(render.summary_line(outcome.result), highlight=False)
+    else:
+        render.print_run(out, outcome.result)
+    if outcome.action == "already_completed":
+        raise typer.Exit(ExitCode.OK)
+    raise typer.Exit(EXIT_FOR_STATUS[outcome.result.status])
 
 
 def _settings_for_reading() -> Settings:
@@ -308,6 +328,56 @@ def runs_show(
         sessions = open_database(_settings_for_reading())
         with store.transaction(sessions, "reading the run") as session:
             result = store.load_run(session, store.resolve_run_id(session, run_id))
+        if json_output:
+            emit_json(result.model_dump_json())
+        else:
+            render.print_run(out, result)
+
+
+@runs_app.command("resume")
+def runs_resume(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="Run id: the full UUID or a unique prefix.")],
+    live: Annotated[
+        bool,
+        typer.Option("--live", help="Allow a gateway on a live account [ALLOW_LIVE_TRADING]."),
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Continue an interrupted run from its recorded plan: settle unknown orders, send the rest.
+
+    Orders that may have reached the gateway are looked up by client_order_id first; only
+    those the gateway never saw are sent (with the same id). Nothing is re-planned.
+    """
+    with handle_errors(ctx):
+        settings = load_settings({"allow_live_trading": True if live else None})
+        setup_logging(settings.log_level)
+        services = build_run_services(settings, progress=logger.info, with_prices=False)
+        with store.transaction(services.sessions, "finding the run") as session:
+            found = store.resolve_run_id(session, run_id)
+        outcome = resume_run(
+            found,
+            services,
+            order_concurrency=settings.order_concurrency,
+            allow_live_trading=settings.allow_live_trading,
+            lock_stale_seconds=settings.lock_stale_seconds,
+        )
+        show_outcome(outcome, json_output=json_output)
+
+
+@runs_app.command("sync")
+def runs_sync(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="Run id: the full UUID or a unique prefix.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Refresh every order of a run from the gateway (status, fills) and update its counts."""
+    with handle_errors(ctx):
+        settings = _settings_for_reading()
+        services = build_run_services(settings, progress=logger.info, with_prices=False)
+        with store.transaction(services.sessions, "finding the run") as session:
+            found = store.resolve_run_id(session, run_id)
+        result = sync_run(found, services)
         if json_output:
             emit_json(result.model_dump_json())
         else:

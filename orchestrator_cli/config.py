@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     order_concurrency: int = Field(default=8, ge=1, le=64)
 
     run_deadline_seconds: float = Field(default=300.0, gt=0, allow_inf_nan=False)
+    lock_stale_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
 
     # Pre-trade limits (None or 0: off), checked on the whole plan before anything is sent.
     max_order_notional: Decimal | None = Field(default=None, gt=0, allow_inf_nan=False)

@@ -68,6 +68,8 @@ class OrchestrationRun(Base):
     settings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     limits: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     gateway_mode: Mapped[str | None] = mapped_column(String(16))
+    # Runs before this one for the same strategy and date; part of every order id it plans.
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default=_ZERO)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     duration_seconds: Mapped[Decimal | None] = mapped_column(ExactDecimal(12, 3))
@@ -117,3 +119,20 @@ class SignalOrderMapping(Base):
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     run: Mapped[OrchestrationRun] = relationship(back_populates="mappings")
+
+
+class RunLock(Base):
+    """At most one run in progress per strategy and trading date, on any machine.
+
+    The primary key makes a second holder impossible; `heartbeat_at` lets another process tell
+    a live holder from a dead one (on the same host, the holder's pid says it sooner).
+    """
+
+    __tablename__ = "run_locks"
+
+    strategy_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    as_of_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    holder: Mapped[str] = mapped_column(String(200))  # "host:pid"
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)

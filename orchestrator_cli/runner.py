@@ -7,7 +7,15 @@ no transaction is ever open across an HTTP call. A process killed at any moment 
 leaves every order it may have sent in the database, and a re-send of the same plan reaches the
 gateway's idempotency (same id, same payload -> the existing order) instead of a second order.
 
-This module never prints: it returns a `RunResult` and reports progress through a callback.
+Exactly once across processes: every run holds the run lock of its strategy and trading date
+(`locking.RunLock`). A run whose process died is resumed from its recorded plan, never
+re-planned: orders that may have reached the gateway are settled with GET by
+`client_order_id` (found: its status is taken; 404: it never arrived and is sent again with the
+same id). When the day's run already completed, a new one does nothing unless forced; a forced
+run (or one after a failed run) counts the orders still open at the gateway as in flight and
+plans only what is still missing, with ids of its own generation.
+
+This module never prints: it returns a `RunOutcome` and reports progress through a callback.
 """
 
 from __future__ import annotations
@@ -20,20 +28,23 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator_cli import risk, sizing, store
-from orchestrator_cli.errors import DatabaseError, PriceSourceError, ServiceError
+from orchestrator_cli.errors import ConfigError, DatabaseError, PriceSourceError, ServiceError
+from orchestrator_cli.locking import RunLock
 from orchestrator_cli.prices import PriceSource
 from orchestrator_cli.schemas import (
+    OPEN_STATUSES,
     GatewayConfig,
     GatewayHealth,
     KillSwitchStatus,
+    OrderDetail,
     OrderRequest,
     OutcomeKind,
     PlannedMapping,
@@ -84,6 +95,8 @@ class OrderGateway(Protocol):
 
     def get_health(self) -> GatewayHealth: ...
 
+    def get_order(self, client_order_id: str) -> OrderDetail | None: ...
+
 
 @dataclass(frozen=True)
 class RunRequest:
@@ -100,7 +113,21 @@ class RunRequest:
     order_concurrency: int = 8
     limits: risk.Limits = field(default_factory=risk.Limits)
     allow_live_trading: bool = False
+    force: bool = False
+    lock_stale_seconds: float = 60.0
     settings_snapshot: dict[str, Any] = field(default_factory=dict)
+
+
+RunAction = Literal["ran", "resumed", "already_completed"]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """The run as recorded, what was done (a new run, a resumed one, or nothing), and why."""
+
+    result: RunResult
+    action: RunAction
+    note: str | None = None
 
 
 @dataclass
@@ -134,21 +161,28 @@ def decide_status(counts: store.OutcomeCounts, *, dry_run: bool) -> RunStatus:
     return "partial"
 
 
-def describe_problems(counts: store.OutcomeCounts, *, dry_run: bool) -> str | None:
+def describe_problems(
+    counts: store.OutcomeCounts, *, dry_run: bool, run_id: uuid.UUID
+) -> str | None:
     """A one-line summary of what went wrong in a run, or None when nothing did."""
     parts = [
         f"{n} {label}"
         for n, label in (
             (counts.rejected, "rejected"),
             (counts.blocked, "blocked"),
-            (counts.unknown, "of unknown outcome (settle with the gateway by client_order_id)"),
+            (counts.unknown, "of unknown outcome"),
             (counts.not_sent, "not sent"),
             (0 if dry_run else counts.planned, "never answered"),
             (counts.price_unavailable, "without a usable price"),
         )
         if n
     ]
-    return ", ".join(parts) if parts else None
+    if not parts:
+        return None
+    text = ", ".join(parts)
+    if not dry_run and (counts.unknown or counts.planned or counts.not_sent or counts.blocked):
+        text += f"; `orch runs resume {run_id}` settles and sends what is left"
+    return text
 
 
 class Runner:
@@ -161,15 +195,69 @@ class Runner:
         self._halt = threading.Event()
         self._halt_reason = ""
         self._long_only_zeroed: dict[str, Decimal] = {}
+        self.generation = 0
 
     def _tx(self, what: str) -> AbstractContextManager[Session]:
         return store.transaction(self.services.sessions, what)
 
-    def execute(self) -> RunResult:
-        """Perform the run and return it as recorded; raises only `DatabaseError`."""
+    def lock(self, as_of: date, run_id: uuid.UUID) -> RunLock:
+        return RunLock(
+            self.services.sessions,
+            strategy_id=self.request.strategy_id,
+            as_of_date=as_of,
+            run_id=run_id,
+            stale_after=timedelta(seconds=self.request.lock_stale_seconds),
+            clock=self.services.clock,
+        )
+
+    def execute(self) -> RunOutcome:
+        """Under the run lock: resume an interrupted run, or stop at a completed one, or run."""
+        req, svc = self.request, self.services
+        as_of = req.as_of_date or trading_date(svc.clock())
+        with self.lock(as_of, self.run_id) as lock:
+            with self._tx("reading the day's runs") as session:
+                prior = store.runs_for_date(session, req.strategy_id, as_of)
+            for run in prior:
+                if run.status == "running" and run.dry_run:
+                    self._close_interrupted_dry_run(run.run_id)
+            interrupted = [r for r in prior if r.status == "running" and not r.dry_run]
+            if interrupted:
+                run = interrupted[-1]
+                if req.dry_run:
+                    raise ConfigError(
+                        f"run {run.run_id} of {req.strategy_id} for {as_of} was interrupted; "
+                        f"`orch runs resume {run.run_id}` finishes it (a dry run never sends)"
+                    )
+                lock.point_to(run.run_id)
+                self.run_id = run.run_id
+                note = f"run {run.run_id} of {req.strategy_id} for {as_of} was interrupted: resumed"
+                svc.progress(note)
+                return RunOutcome(self.resume(), "resumed", note)
+            completed = [r for r in prior if r.status == "completed" and not r.dry_run]
+            if completed and not req.force and not req.dry_run:
+                done = completed[-1]
+                with self._tx("reading the completed run") as session:
+                    result = store.load_run(session, done.run_id)
+                note = (
+                    f"run {done.run_id} of {req.strategy_id} for {as_of} already completed; "
+                    "nothing to do (--force plans what is still missing)"
+                )
+                return RunOutcome(result, "already_completed", note)
+            return RunOutcome(self._new_run(as_of, prior), "ran")
+
+    def _close_interrupted_dry_run(self, run_id: uuid.UUID) -> None:
+        with self._tx("closing an interrupted dry run") as session:
+            store.finish_run(
+                session,
+                run_id,
+                status="failed",
+                error_message="dry run interrupted before it finished",
+                completed_at=self.services.clock(),
+            )
+
+    def _new_run(self, as_of: date, prior: list[store.RunInfo]) -> RunResult:
         req, svc = self.request, self.services
         started = svc.clock()
-        as_of = req.as_of_date or trading_date(started)
         with self._tx("creating the run record") as session:
             store.create_run(
                 session,
@@ -184,13 +272,15 @@ class Runner:
                 started_at=started,
                 settings_snapshot=req.settings_snapshot,
                 limits=req.limits.record(),
+                generation=len(prior),
             )
+        self.generation = len(prior)
         try:
             refusal = self._preflight()
             if refusal is not None:
                 logger.error("run %s refused: %s", self.run_id, refusal)
                 return self._finish("failed", refusal)
-            plans = self._plan(as_of)
+            plans = self._plan(as_of, [r for r in prior if not r.dry_run])
         except ServiceError as exc:
             logger.error("run %s failed before any order: %s", self.run_id, exc)
             return self._finish("failed", str(exc))
@@ -213,7 +303,113 @@ class Runner:
             svc.progress(f"dry run: {len(orders)} orders planned, none sent")
         elif orders:
             self._submit(orders)
+            self._settle_unknown()
         return self._finish(None, None)
+
+    def resume(self) -> RunResult:
+        """Continue this run from its recorded plan: settle, send what never left, finish."""
+        svc = self.services
+        with self._tx("reopening the run") as session:
+            info = store.run_info(session, self.run_id)
+            store.reopen_run(session, self.run_id)
+            rows = store.order_rows(session, [self.run_id])
+        if info.dry_run:
+            return self._finish(None, None)
+        try:
+            refusal = self._preflight()
+        except ServiceError as exc:
+            refusal = str(exc)
+        pending = [r for r in rows if r.outcome in (OutcomeKind.PLANNED, OutcomeKind.UNKNOWN)]
+        svc.progress(f"settling {len(pending)} orders that may have reached the gateway")
+        never_arrived = self.settle(pending)
+        unsent = [r for r in rows if r.outcome in (OutcomeKind.NOT_SENT, OutcomeKind.BLOCKED)]
+        if refusal is not None:
+            return self._finish(None, f"{refusal}; {len(never_arrived) + len(unsent)} not sent")
+        self._submit(
+            [(r.mapping_id, r.reduces, self._order_of(r)) for r in [*never_arrived, *unsent]]
+        )
+        self._settle_unknown()
+        return self._finish(None, None)
+
+    @staticmethod
+    def _order_of(row: store.OrderRow) -> OrderRequest:
+        return OrderRequest(
+            symbol=row.symbol, side=row.side, qty=row.qty, client_order_id=row.client_order_id
+        )
+
+    def settle(self, rows: Sequence[store.OrderRow]) -> list[store.OrderRow]:
+        """Ask the gateway about each order; record what it has, return those it never saw.
+
+        An order the gateway cannot be asked about stays as it is (unknown or planned).
+        """
+        never_arrived = []
+        for row in rows:
+            try:
+                detail = self.services.gateway.get_order(row.client_order_id)
+            except ServiceError as exc:
+                logger.warning("could not settle %s: %s", row.client_order_id, exc)
+                continue
+            if detail is None:
+                never_arrived.append(row)
+                continue
+            with self._tx("recording an order's state at the gateway") as session:
+                store.record_order_detail(session, row.mapping_id, detail, at=self.services.clock())
+        return never_arrived
+
+    def _settle_unknown(self) -> None:
+        """Settle this run's unknown outcomes; an order that never arrived is sent again."""
+        with self._tx("reading unknown outcomes") as session:
+            unknown = [
+                r
+                for r in store.order_rows(session, [self.run_id])
+                if r.outcome == OutcomeKind.UNKNOWN
+            ]
+        if not unknown:
+            return
+        self.services.progress(f"settling {len(unknown)} orders of unknown outcome")
+        resend = self.settle(unknown)
+        if resend:
+            self._submit([(r.mapping_id, r.reduces, self._order_of(r)) for r in resend])
+
+    def _in_flight(self, prior: list[store.RunInfo]) -> dict[str, Decimal]:
+        """Signed shares still open at the gateway from the day's earlier runs, by symbol.
+
+        Orders of finished runs that may have reached the gateway are settled first; one the
+        gateway never saw is recorded as not sent (its run is over).
+        """
+        if not prior:
+            return {}
+        with self._tx("reading earlier orders") as session:
+            rows = [
+                r
+                for r in store.order_rows(session, [run.run_id for run in prior])
+                if r.outcome in (OutcomeKind.ACCEPTED, OutcomeKind.UNKNOWN, OutcomeKind.PLANNED)
+            ]
+        if not rows:
+            return {}
+        self.services.progress(f"checking {len(rows)} orders of earlier runs at the gateway")
+        never_arrived = self.settle(rows)
+        if never_arrived:
+            with self._tx("recording orders that never arrived") as session:
+                store.mark_not_sent(
+                    session,
+                    [r.mapping_id for r in never_arrived],
+                    outcome=OutcomeKind.NOT_SENT,
+                    order_status="not_sent",
+                    message=f"not at the gateway when run {self.run_id} checked it",
+                    at=self.services.clock(),
+                )
+        gone = {r.mapping_id for r in never_arrived}
+        with self._tx("reading earlier orders") as session:
+            settled = store.order_rows(session, [run.run_id for run in prior])
+        in_flight: dict[str, Decimal] = {}
+        for row in settled:
+            if row.mapping_id in gone or row.order_status not in OPEN_STATUSES:
+                continue
+            remaining = Decimal(row.qty) - (row.filled_qty or 0)
+            signed = remaining if row.side == "buy" else -remaining
+            in_flight[row.symbol] = in_flight.get(row.symbol, Decimal(0)) + signed
+        return in_flight
 
     def _preflight(self) -> str | None:
         """Gateway mode, kill switch and health; a reason to refuse the run, or None.
@@ -247,7 +443,7 @@ class Runner:
             return None
         return "; ".join(problems) + "; no order was sent"
 
-    def _plan(self, as_of: date) -> list[PlannedMapping]:
+    def _plan(self, as_of: date, prior: list[store.RunInfo]) -> list[PlannedMapping]:
         req, svc = self.request, self.services
         svc.progress(f"fetching signals for {len(req.symbols)} symbols")
         response = svc.signals.fetch_signals(
@@ -264,6 +460,12 @@ class Runner:
         signals, self._long_only_zeroed = risk.apply_long_only(response.signals, req.limits)
         svc.progress("reading positions from the gateway")
         positions = svc.gateway.get_positions()
+        for symbol, shares in self._in_flight(prior).items():
+            if shares:
+                logger.info(
+                    "%s: %s shares still open at the gateway from earlier runs", symbol, shares
+                )
+                positions[symbol] = positions.get(symbol, Decimal(0)) + shares
         # Held symbols are priced too: limits check the notional of closing orders.
         wanted = [s.symbol for s in signals if s.target_weight != 0 or positions.get(s.symbol)]
         svc.progress(f"reading {len(wanted)} prices from {svc.prices.name}")
@@ -282,12 +484,18 @@ class Runner:
 
     def _record_plan(
         self, plans: Sequence[PlannedMapping], as_of: date
-    ) -> list[tuple[int, PlannedMapping, OrderRequest]]:
+    ) -> list[tuple[int, bool, OrderRequest]]:
         """Commit every mapping (and each order's id) before anything is sent."""
         strategy = self.request.strategy_id
         ids = [
             sizing.client_order_id(
-                strategy, as_of, plan.symbol, plan.order_side, plan.order_qty, plan.leg
+                strategy,
+                as_of,
+                plan.symbol,
+                plan.order_side,
+                plan.order_qty,
+                plan.leg,
+                self.generation,
             )
             if plan.needs_order and plan.order_side is not None
             else None
@@ -298,7 +506,7 @@ class Runner:
         return [
             (
                 mapping_id,
-                plan,
+                plan.reduces,
                 OrderRequest(
                     symbol=plan.symbol,
                     side=plan.order_side,
@@ -310,14 +518,16 @@ class Runner:
             if coid is not None and plan.order_side is not None
         ]
 
-    def _submit(self, orders: list[tuple[int, PlannedMapping, OrderRequest]]) -> None:
+    def _submit(self, orders: list[tuple[int, bool, OrderRequest]]) -> None:
         """Position-reducing orders first, all answered, then the ones that add exposure.
 
         Sells of longs and covers of shorts free buying power, so the buys that need it go
         out only after every reducing order has an answer.
         """
-        reducing = [(m, o) for m, plan, o in orders if plan.reduces]
-        adding = [(m, o) for m, plan, o in orders if not plan.reduces]
+        if not orders:
+            return
+        reducing = [(m, o) for m, reduces, o in orders if reduces]
+        adding = [(m, o) for m, reduces, o in orders if not reduces]
         total = len(orders)
         self.services.progress(
             f"submitting {total} orders: {len(reducing)} reducing first, then {len(adding)}"
@@ -385,9 +595,7 @@ class Runner:
             ) from db_error
         return done
 
-    def _refuse_plan(
-        self, orders: list[tuple[int, PlannedMapping, OrderRequest]], message: str
-    ) -> RunResult:
+    def _refuse_plan(self, orders: list[tuple[int, bool, OrderRequest]], message: str) -> RunResult:
         """Record every planned order as not sent and fail the run with `message`."""
         if orders:
             with self._tx("recording unsent orders") as session:
@@ -408,7 +616,7 @@ class Runner:
             final = status or decide_status(counts, dry_run=dry_run)
             message = error_message
             if message is None and final != "completed":
-                message = describe_problems(counts, dry_run=dry_run)
+                message = describe_problems(counts, dry_run=dry_run, run_id=self.run_id)
             store.finish_run(
                 session,
                 self.run_id,
@@ -427,6 +635,72 @@ def gateway_mode(config: GatewayConfig) -> str:
     return "paper" if config.alpaca_paper else "live"
 
 
-def execute_run(request: RunRequest, services: RunServices) -> RunResult:
-    """Run the whole workflow once and return the run as recorded in the database."""
+def execute_run(request: RunRequest, services: RunServices) -> RunOutcome:
+    """Run the whole workflow once (or resume the day's interrupted run) under the run lock."""
     return Runner(request, services).execute()
+
+
+def resume_run(
+    run_id: uuid.UUID,
+    services: RunServices,
+    *,
+    order_concurrency: int = 8,
+    allow_live_trading: bool = False,
+    lock_stale_seconds: float = 60.0,
+) -> RunOutcome:
+    """Continue a run from its recorded plan, under its strategy and date's run lock."""
+    with store.transaction(services.sessions, "reading the run") as session:
+        info = store.run_info(session, run_id)
+    request = RunRequest(
+        symbols=info.symbols,
+        strategy_id=info.strategy_id,
+        capital=info.capital,
+        max_position_size=info.max_position_size,
+        as_of_date=info.as_of_date,
+        dry_run=info.dry_run,
+        order_concurrency=order_concurrency,
+        allow_live_trading=allow_live_trading,
+        lock_stale_seconds=lock_stale_seconds,
+    )
+    runner = Runner(request, services)
+    runner.run_id = run_id
+    with runner.lock(info.as_of_date, run_id):
+        with store.transaction(services.sessions, "reading the run") as session:
+            current = store.run_info(session, run_id)
+            if current.status == "completed":
+                result = store.load_run(session, run_id)
+                return RunOutcome(result, "already_completed", f"run {run_id} is completed")
+        runner.generation = current.generation
+        return RunOutcome(runner.resume(), "resumed", f"run {run_id} resumed")
+
+
+def sync_run(run_id: uuid.UUID, services: RunServices) -> RunResult:
+    """Refresh every order of a run from the gateway and re-derive its counts and status.
+
+    Sync never sends: an order the gateway has never seen keeps its state (resume sends it).
+    A run still in progress keeps `running`.
+    """
+    with store.transaction(services.sessions, "reading the run") as session:
+        info = store.run_info(session, run_id)
+        rows = store.order_rows(session, [run_id])
+    runner = Runner(
+        RunRequest(
+            symbols=info.symbols,
+            strategy_id=info.strategy_id,
+            capital=info.capital,
+            max_position_size=info.max_position_size,
+            dry_run=info.dry_run,
+        ),
+        services,
+    )
+    runner.run_id = run_id
+    if not info.dry_run:
+        services.progress(f"asking the gateway about {len(rows)} orders")
+        runner.settle(rows)
+    with store.transaction(services.sessions, "updating the run's counts") as session:
+        status = store.run_info(session, run_id).status
+        counts = store.outcome_counts(session, run_id)
+        if status != "running":
+            status = decide_status(counts, dry_run=info.dry_run)
+        store.refresh_counts(session, run_id, status=status)
+        return store.load_run(session, run_id)

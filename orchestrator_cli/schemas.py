@@ -255,6 +255,22 @@ ACCEPTED_STATUSES = frozenset(
     }
 )
 REJECTED_STATUSES = frozenset({"rejected", "canceled", "expired", "suspended", "failed"})
+# Accepted and not finished: may still fill, so a later run must count it as in flight.
+OPEN_STATUSES = frozenset(
+    {
+        "pending_new",
+        "new",
+        "accepted",
+        "partially_filled",
+        "stopped",
+        "pending_cancel",
+        "pending_replace",
+        "calculated",
+        "submitted",
+        "scheduled",
+        "dry_run",
+    }
+)
 BLOCKED_STATUSES = frozenset({"blocked_kill_switch", "blocked_circuit_breaker"})
 
 

@@ -176,13 +176,32 @@ def plan_orders(
 
 
 def client_order_id(
-    strategy_id: str, as_of_date: date, symbol: str, side: OrderSide, qty: int, leg: int = 0
+    strategy_id: str,
+    as_of_date: date,
+    symbol: str,
+    side: OrderSide,
+    qty: int,
+    leg: int = 0,
+    generation: int = 0,
 ) -> str:
-    """24 hex chars, the same for the same planned order, so a retry or re-run is idempotent.
+    """24 hex chars, the same for the same planned order, so a retry or resume is idempotent.
 
     The hash covers a versioned JSON array of the fields: unambiguous whatever the strings hold.
-    Changing this encoding changes every id, so a re-run across versions would order twice.
+    `generation` counts the earlier runs of the strategy and date: a later run (after --force
+    or a failed run) orders anew rather than being answered with an earlier run's order.
+    Generation 0 hashes exactly as before it existed. Changing this encoding changes every
+    id, so a re-run across versions would order twice.
     """
-    fields = [CLIENT_ORDER_ID_VERSION, strategy_id, as_of_date.isoformat(), symbol, side, qty, leg]
+    fields: list[object] = [
+        CLIENT_ORDER_ID_VERSION,
+        strategy_id,
+        as_of_date.isoformat(),
+        symbol,
+        side,
+        qty,
+        leg,
+    ]
+    if generation:
+        fields.append(generation)
     encoded = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
     return hashlib.sha256(encoded).hexdigest()[:CLIENT_ORDER_ID_LENGTH]

@@ -29,6 +29,7 @@ from sqlalchemy import (
     case,
     cast,
     create_engine,
+    delete,
     event,
     func,
     select,
@@ -45,9 +46,11 @@ from orchestrator_cli.errors import (
     DatabaseNotMigratedError,
     RunNotFoundError,
 )
-from orchestrator_cli.models import OrchestrationRun, SignalOrderMapping
+from orchestrator_cli.models import OrchestrationRun, RunLock, SignalOrderMapping
 from orchestrator_cli.schemas import (
     MappingResult,
+    OrderDetail,
+    OrderSide,
     OutcomeKind,
     PlannedMapping,
     RunPage,
@@ -56,6 +59,7 @@ from orchestrator_cli.schemas import (
     RunSummary,
     SkipReason,
     SubmitOutcome,
+    classify_status,
 )
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -239,6 +243,7 @@ def create_run(
     started_at: datetime,
     settings_snapshot: dict[str, Any],
     limits: dict[str, Any] | None = None,
+    generation: int = 0,
 ) -> None:
     """Insert a run with status "running"; snapshot values JSON lacks (Decimal, Path) go as text."""
     session.add(
@@ -255,6 +260,7 @@ def create_run(
             started_at=started_at,
             settings=json.loads(json.dumps(settings_snapshot, default=str)),
             limits=None if limits is None else json.loads(json.dumps(limits, default=str)),
+            generation=generation,
         )
     )
     session.flush()
@@ -438,7 +444,248 @@ def finish_run(
     session.flush()
 
 
+def record_order_detail(
+    session: Session, mapping_id: int, detail: OrderDetail, *, at: datetime
+) -> None:
+    """Take the gateway's own record of an order: status, fills, broker id.
+
+    The order is at the gateway, so it was sent: `submitted_at` is set if it was not.
+    """
+    row = session.get_one(SignalOrderMapping, mapping_id)
+    if row.client_order_id != detail.client_order_id:
+        raise ValueError(f"detail for {detail.client_order_id} given for mapping {mapping_id}")
+    row.outcome = classify_status(detail.status).value
+    row.order_status = detail.status
+    if detail.broker_order_id is not None:
+        row.broker_order_id = detail.broker_order_id
+    row.filled_qty = detail.filled_qty
+    row.filled_avg_price = detail.filled_avg_price
+    row.filled_at = detail.filled_at
+    if detail.error_message:
+        row.detail = detail.error_message
+    if row.submitted_at is None:
+        row.submitted_at = at
+    row.updated_at = at
+    session.flush()
+
+
+def reopen_run(session: Session, run_id: uuid.UUID) -> None:
+    """Mark a run `running` again (it is being resumed)."""
+    row = _run_row(session, run_id)
+    row.status = "running"
+    row.completed_at = None
+    session.flush()
+
+
+def refresh_counts(session: Session, run_id: uuid.UUID, *, status: str) -> None:
+    """Re-derive a run's order counts from its mappings and set its status (after a sync)."""
+    if status not in get_args(RunStatus):
+        raise ValueError(f"unknown run status {status!r}")
+    row = _run_row(session, run_id)
+    counts = outcome_counts(session, run_id)
+    row.status = status
+    row.num_orders_submitted = counts.submitted
+    row.num_orders_accepted = counts.accepted
+    row.num_orders_rejected = counts.rejected
+    row.num_orders_blocked = counts.blocked
+    row.num_orders_unknown = counts.unknown
+    session.flush()
+
+
+# --- Run lock -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds the run lock of a strategy and date, and since when."""
+
+    run_id: uuid.UUID
+    holder: str
+    acquired_at: datetime
+    heartbeat_at: datetime
+
+
+def insert_lock(
+    session: Session,
+    *,
+    strategy_id: str,
+    as_of_date: date,
+    run_id: uuid.UUID,
+    holder: str,
+    now: datetime,
+) -> None:
+    """Claim a free lock; raises IntegrityError (at flush) when it is already held."""
+    session.add(
+        RunLock(
+            strategy_id=strategy_id,
+            as_of_date=as_of_date,
+            run_id=run_id,
+            holder=holder,
+            acquired_at=now,
+            heartbeat_at=now,
+        )
+    )
+    session.flush()
+
+
+def lock_holder(session: Session, strategy_id: str, as_of_date: date) -> LockHolder | None:
+    row = session.get(RunLock, (strategy_id, as_of_date))
+    if row is None:
+        return None
+    return LockHolder(row.run_id, row.holder, row.acquired_at, row.heartbeat_at)
+
+
+def take_over_lock(
+    session: Session,
+    *,
+    strategy_id: str,
+    as_of_date: date,
+    stale: LockHolder,
+    run_id: uuid.UUID,
+    holder: str,
+    now: datetime,
+) -> bool:
+    """Replace a dead holder; False when someone else changed the lock first."""
+    result = session.execute(
+        update(RunLock)
+        .where(
+            RunLock.strategy_id == strategy_id,
+            RunLock.as_of_date == as_of_date,
+            RunLock.run_id == stale.run_id,
+            RunLock.holder == stale.holder,
+            RunLock.heartbeat_at == stale.heartbeat_at,
+        )
+        .values(run_id=run_id, holder=holder, acquired_at=now, heartbeat_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def beat_lock(
+    session: Session,
+    *,
+    strategy_id: str,
+    as_of_date: date,
+    holder: str,
+    run_id: uuid.UUID,
+    now: datetime,
+) -> bool:
+    """Refresh the holder's heartbeat (and the run it protects); False if no longer held."""
+    result = session.execute(
+        update(RunLock)
+        .where(
+            RunLock.strategy_id == strategy_id,
+            RunLock.as_of_date == as_of_date,
+            RunLock.holder == holder,
+        )
+        .values(heartbeat_at=now, run_id=run_id)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def release_lock(session: Session, *, strategy_id: str, as_of_date: date, holder: str) -> None:
+    session.execute(
+        delete(RunLock).where(
+            RunLock.strategy_id == strategy_id,
+            RunLock.as_of_date == as_of_date,
+            RunLock.holder == holder,
+        )
+    )
+
+
 # --- Reads --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderRow:
+    """One planned order of a run, as resume and sync need it."""
+
+    mapping_id: int
+    run_id: uuid.UUID
+    client_order_id: str
+    symbol: str
+    side: OrderSide
+    qty: int
+    reduces: bool
+    outcome: str
+    order_status: str | None
+    filled_qty: Decimal | None
+
+
+def order_rows(session: Session, run_ids: Sequence[uuid.UUID]) -> list[OrderRow]:
+    """Every planned order of the given runs (mappings with a client_order_id), in id order."""
+    rows = session.scalars(
+        select(SignalOrderMapping)
+        .where(
+            SignalOrderMapping.run_id.in_(list(run_ids)),
+            SignalOrderMapping.client_order_id.is_not(None),
+        )
+        .order_by(SignalOrderMapping.id)
+    )
+    return [
+        OrderRow(
+            mapping_id=row.id,
+            run_id=row.run_id,
+            client_order_id=row.client_order_id or "",
+            symbol=row.symbol,
+            side="buy" if row.order_side == "buy" else "sell",
+            qty=row.order_qty or 0,
+            reduces=bool(row.reduces),
+            outcome=row.outcome or OutcomeKind.PLANNED.value,
+            order_status=row.order_status,
+            filled_qty=row.filled_qty,
+        )
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run's identity and inputs, as resume needs them."""
+
+    run_id: uuid.UUID
+    strategy_id: str
+    as_of_date: date
+    status: str
+    dry_run: bool
+    generation: int
+    started_at: datetime
+    symbols: list[str]
+    capital: Decimal
+    max_position_size: Decimal
+
+
+def _info(row: OrchestrationRun) -> RunInfo:
+    return RunInfo(
+        row.run_id,
+        row.strategy_id,
+        row.as_of_date,
+        row.status,
+        row.dry_run,
+        row.generation,
+        row.started_at,
+        list(row.symbols),
+        row.capital,
+        row.max_position_size,
+    )
+
+
+def run_info(session: Session, run_id: uuid.UUID) -> RunInfo:
+    return _info(_run_row(session, run_id))
+
+
+def runs_for_date(session: Session, strategy_id: str, as_of_date: date) -> list[RunInfo]:
+    """The runs of a strategy and trading date, oldest first."""
+    rows = session.scalars(
+        select(OrchestrationRun)
+        .where(
+            OrchestrationRun.strategy_id == strategy_id,
+            OrchestrationRun.as_of_date == as_of_date,
+        )
+        .order_by(OrchestrationRun.started_at, OrchestrationRun.id)
+    )
+    return [_info(row) for row in rows]
 
 
 def _summary_fields(row: OrchestrationRun) -> dict[str, Any]:

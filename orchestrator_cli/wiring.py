@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestrator_cli import store
 from orchestrator_cli.auth import BearerAuth, InternalTokenAuth
 from orchestrator_cli.config import Settings, data_dir, mask_url
+from orchestrator_cli.errors import PriceSourceError
 from orchestrator_cli.gateway import GatewayClient
 from orchestrator_cli.prices import build_price_source
 from orchestrator_cli.risk import Limits
 from orchestrator_cli.runner import RunServices
+from orchestrator_cli.schemas import PriceBook
 from orchestrator_cli.signals import SignalClient
 from orchestrator_cli.transport import HttpClient, make_session
 
@@ -36,6 +39,7 @@ def build_run_services(
     *,
     progress: Callable[[str], None],
     sleep: Callable[[float], None] = time.sleep,
+    with_prices: bool = True,
 ) -> RunServices:
     """Clients share one pooled HTTP session sized for the order concurrency.
 
@@ -43,7 +47,9 @@ def build_run_services(
     bad price configuration is refused before anything is created or contacted.
     """
     session = make_session(settings.order_concurrency)
-    prices = build_price_source(settings, session=session, sleep=sleep)
+    prices = (
+        build_price_source(settings, session=session, sleep=sleep) if with_prices else NoPrices()
+    )
     sessions = open_database(settings)
     deadline = time.monotonic() + settings.run_deadline_seconds
 
@@ -71,6 +77,15 @@ def build_run_services(
         progress=progress,
         deadline=deadline,
     )
+
+
+class NoPrices:
+    """For commands that never price anything (resume, sync): asking is a bug."""
+
+    name = "none"
+
+    def fetch_prices(self, symbols: Sequence[str], *, now: datetime) -> PriceBook:  # noqa: ARG002
+        raise PriceSourceError("this command reads no prices")
 
 
 def service_auth(settings: Settings, bearer: SecretStr | None) -> AuthBase | None:

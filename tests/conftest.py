@@ -83,7 +83,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
     try:
         with engine.begin() as connection:
             connection.execute(
-                text("TRUNCATE signal_order_mappings, orchestration_runs RESTART IDENTITY CASCADE")
+                text(
+                    "TRUNCATE signal_order_mappings, orchestration_runs, run_locks "
+                    "RESTART IDENTITY CASCADE"
+                )
             )
     finally:
         engine.dispose()

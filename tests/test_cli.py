@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -183,3 +184,48 @@ def test_dry_run_flag_sends_nothing(sandbox: Sandbox) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["dry_run"] is True
     assert sandbox.state.post_attempts == 0
+
+
+def test_run_in_progress_exits_75_naming_it(sandbox: Sandbox, env: Path) -> None:
+    from datetime import UTC, datetime
+
+    from orchestrator_cli import store
+    from orchestrator_cli.models import RunLock
+    from orchestrator_cli.runner import trading_date
+
+    engine = store.make_engine(f"sqlite:///{env}/orch.db")
+    store.prepare_database(engine)
+    now = datetime.now(UTC)
+    holder_run = "0f0e0d0c-0b0a-4909-8807-060504030201"
+    with store.make_session_factory(engine).begin() as session:
+        session.add(
+            RunLock(
+                strategy_id="alpha_baseline",
+                as_of_date=trading_date(now),
+                run_id=uuid.UUID(holder_run),
+                holder="another-host:1234",
+                acquired_at=now,
+                heartbeat_at=now,
+            )
+        )
+    engine.dispose()
+    result = invoke("run", "--symbols", "AAPL")
+    assert result.exit_code == 75, result.output
+    assert holder_run in result.stderr
+    assert sandbox.state.post_attempts == 0
+
+
+def test_runs_sync_and_resume_on_a_finished_run(sandbox: Sandbox) -> None:
+    run = json.loads(invoke("run", "--symbols", "AAPL,MSFT,GOOGL", "--json").stdout)
+    synced = invoke("runs", "sync", run["run_id"][:8], "--json")
+    assert synced.exit_code == 0, synced.output
+    document = json.loads(synced.stdout)
+    assert document["status"] == "completed"
+    assert {m["order_status"] for m in document["mappings"] if m["client_order_id"]} == {"filled"}
+    assert all(
+        m["filled_qty"] == m["order_qty"] for m in document["mappings"] if m["client_order_id"]
+    )
+    resumed = invoke("runs", "resume", run["run_id"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "completed" in resumed.stdout
+    assert sandbox.state.orders_created() == run["num_orders_submitted"]

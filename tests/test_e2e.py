@@ -187,7 +187,7 @@ def test_rerun_after_fills_orders_only_the_remaining_difference(
     assert aapl["order_qty"] == int(10000 // price)
     assert sandbox.state.position("AAPL") == aapl["order_qty"]
 
-    code, second = orch.json(*args, "--max-position-size", "15000")
+    code, second = orch.json(*args, "--max-position-size", "15000", "--force")
     assert code == 0
     (again,) = second["mappings"]
     assert again["current_qty"] == aapl["order_qty"]
@@ -195,9 +195,14 @@ def test_rerun_after_fills_orders_only_the_remaining_difference(
     assert again["order_qty"] == again["target_qty"] - aapl["order_qty"]
     assert sandbox.state.position("AAPL") == again["target_qty"]
 
-    code, third = orch.json(*args, "--max-position-size", "15000")
+    code, third = orch.json(*args, "--max-position-size", "15000", "--force")
     assert code == 0
     assert third["mappings"][0]["skip_reason"] == "already_at_target"
+    assert sandbox.state.orders_created() == 2
+
+    done = orch(*args, "--max-position-size", "20000")  # not forced: the day is done
+    assert done.returncode == 0
+    assert "already completed" in done.stdout
     assert sandbox.state.orders_created() == 2
 
 
@@ -208,13 +213,18 @@ def test_rerun_of_the_same_plan_creates_no_second_order(orch: Orch, sandbox: San
     created = sandbox.state.orders_created()
     assert created == first["num_orders_submitted"] > 0
 
-    code, second = orch.json("run", "--symbols", SYMBOLS)
+    again = orch("run", "--symbols", SYMBOLS)  # the day's run completed: nothing to do
+    assert again.returncode == 0, again.stderr
+    assert "already completed" in again.stdout
+    assert sandbox.state.post_attempts == created
+
+    # Forced: the first run's orders are still open at the gateway (dry_run status never
+    # fills), so they count as in flight and nothing is ordered twice.
+    code, forced = orch.json("run", "--symbols", SYMBOLS, "--force")
     assert code == 0
+    assert forced["run_id"] != first["run_id"]
     assert sandbox.state.orders_created() == created
-    assert sandbox.state.post_attempts == 2 * created
-    ids = lambda run: sorted(m["client_order_id"] for m in run["mappings"] if m["client_order_id"])  # noqa: E731
-    assert ids(first) == ids(second)
-    assert {m["order_status"] for m in second["mappings"] if m["client_order_id"]} == {"dry_run"}
+    assert {m["skip_reason"] for m in forced["mappings"]} <= {"already_at_target", "zero_weight"}
 
 
 def test_malformed_signal_payload_sends_nothing(orch: Orch, sandbox: Sandbox) -> None:
@@ -345,7 +355,12 @@ def test_sandbox_flag_keeps_state_between_runs(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["num_orders_accepted"] > 0
     second = subprocess.run(
-        [*command, "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+        [*command, "--json", "--force"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert second.returncode == 0, second.stderr
     rerun = json.loads(second.stdout)
@@ -411,7 +426,11 @@ def test_signed_requests_and_redis_prices_end_to_end(
     assert SECRET not in shown.stdout + shown.stderr
 
     code, refused = orch.json(
-        "run", "--symbols", ",".join(symbols), **{**env, "INTERNAL_TOKEN_SECRET": "wrong"}
+        "run",
+        "--symbols",
+        ",".join(symbols),
+        "--force",
+        **{**env, "INTERNAL_TOKEN_SECRET": "wrong"},
     )
     assert code == 1
     assert "401" in refused["error_message"]
@@ -458,6 +477,6 @@ def test_limits_are_enforced_and_shown(orch: Orch, sandbox: Sandbox) -> None:
     assert "limits: " in shown.stdout
     assert "restricted_symbol" in shown.stdout
 
-    code, refused = orch.json("run", "--symbols", SYMBOLS, "--max-gross-exposure", "0.1")
+    code, refused = orch.json("run", "--symbols", SYMBOLS, "--max-gross-exposure", "0.1", "--force")
     assert code == 1
     assert "MAX_GROSS_EXPOSURE" in refused["error_message"]

@@ -18,7 +18,7 @@ from orchestrator_cli.dbtypes import ExactDecimal
 from orchestrator_cli.models import Base
 
 REPO = Path(__file__).resolve().parent.parent
-TABLES = {"orchestration_runs", "signal_order_mappings"}
+TABLES = {"orchestration_runs", "signal_order_mappings", "run_locks"}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

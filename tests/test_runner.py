@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
+from fakes import (
+    AS_OF,
+    FakeGateway,
+    FakePrices,
+    FakeSignals,
+    make_request,
+    run,
+    services_for,
+    signals_of,
+)
 from sqlalchemy import select
 
 from orchestrator_cli import store
@@ -16,207 +24,14 @@ from orchestrator_cli.errors import DatabaseError, PriceSourceError, ServiceErro
 from orchestrator_cli.models import OrchestrationRun, SignalOrderMapping
 from orchestrator_cli.risk import Limits
 from orchestrator_cli.runner import (
-    RunRequest,
-    RunServices,
     decide_status,
     execute_run,
     trading_date,
 )
 from orchestrator_cli.schemas import (
     GatewayConfig,
-    GatewayHealth,
-    KillSwitchStatus,
     OrderRequest,
-    OutcomeKind,
-    PriceBook,
-    PriceQuote,
-    Signal,
-    SignalMetadata,
-    SignalResponse,
-    SubmitOutcome,
-    classify_status,
 )
-
-NOW = datetime(2024, 12, 31, 14, 31, tzinfo=UTC)
-AS_OF = date(2024, 12, 31)
-
-
-def signals_of(*rows: tuple[str, str]) -> SignalResponse:
-    signals = [
-        Signal(
-            symbol=symbol,
-            predicted_return=Decimal("0.01"),
-            rank=rank,
-            target_weight=Decimal(weight),
-        )
-        for rank, (symbol, weight) in enumerate(rows, start=1)
-    ]
-    metadata = SignalMetadata(
-        as_of_date=AS_OF,
-        model_version="test",
-        strategy="alpha_baseline",
-        num_signals=len(signals),
-        generated_at=NOW,
-    )
-    return SignalResponse(signals=signals, metadata=metadata)
-
-
-class FakeSignals:
-    def __init__(self, response: SignalResponse | Exception) -> None:
-        self.response = response
-        self.calls: list[tuple[list[str], date | None]] = []
-
-    def fetch_signals(
-        self,
-        symbols: Sequence[str],
-        *,
-        as_of_date: date | None,
-        top_n: int | None = None,
-        bottom_n: int | None = None,
-    ) -> SignalResponse:
-        self.calls.append((list(symbols), as_of_date))
-        if isinstance(self.response, Exception):
-            raise self.response
-        return self.response
-
-
-class FakeGateway:
-    """Answers each order by symbol from `answers` (a gateway status or an outcome kind)."""
-
-    def __init__(
-        self,
-        positions: dict[str, Decimal] | None = None,
-        answers: dict[str, str] | None = None,
-        on_submit: object = None,
-    ) -> None:
-        self.positions = positions or {}
-        self.answers = answers or {}
-        self.sent: list[OrderRequest] = []
-        self.on_submit = on_submit
-        self.lock = threading.Lock()
-        self.events: list[tuple[str, str]] = []  # ("start" | "end", client_order_id)
-        self.latency = 0.0
-
-    config = GatewayConfig(dry_run=False, alpaca_paper=True)
-    kill_switch = "ACTIVE"
-    health = "healthy"
-
-    def get_positions(self) -> dict[str, Decimal]:
-        return dict(self.positions)
-
-    def get_config(self) -> GatewayConfig:
-        return self.config
-
-    def get_kill_switch(self) -> KillSwitchStatus:
-        if self.kill_switch == "unknown":
-            raise ServiceError("kill-switch state unknown (HTTP 503)")
-        return KillSwitchStatus(state=self.kill_switch)
-
-    def get_health(self) -> GatewayHealth:
-        return GatewayHealth(status=self.health)
-
-    def submit_order(self, order: OrderRequest) -> SubmitOutcome:
-        with self.lock:
-            self.events.append(("start", order.client_order_id))
-        try:
-            return self._answer(order)
-        finally:
-            with self.lock:
-                self.events.append(("end", order.client_order_id))
-
-    def _answer(self, order: OrderRequest) -> SubmitOutcome:
-        if callable(self.on_submit):
-            self.on_submit(order)
-        with self.lock:
-            self.sent.append(order)
-        time.sleep(self.latency)  # simulated network time, so a wrong order would interleave
-        answer = self.answers.get(order.symbol, "accepted")
-        if answer == "kill_switch":
-            return SubmitOutcome(
-                client_order_id=order.client_order_id,
-                kind=OutcomeKind.BLOCKED,
-                order_status="blocked_kill_switch",
-                message="Kill-switch engaged - new orders blocked",
-                http_status=503,
-                stops_run=True,
-            )
-        if answer == "unknown":
-            return SubmitOutcome(
-                client_order_id=order.client_order_id,
-                kind=OutcomeKind.UNKNOWN,
-                order_status="unknown",
-                message="timed out",
-            )
-        if answer == "http_422":
-            return SubmitOutcome(
-                client_order_id=order.client_order_id,
-                kind=OutcomeKind.REJECTED,
-                order_status="rejected",
-                message="Position limit exceeded",
-                http_status=422,
-            )
-        return SubmitOutcome(
-            client_order_id=order.client_order_id,
-            kind=classify_status(answer),
-            order_status=answer,
-            broker_order_id=f"b-{order.symbol}",
-            http_status=200,
-        )
-
-
-class FakePrices:
-    name = "fake"
-
-    def __init__(self, prices: dict[str, str] | Exception) -> None:
-        self.prices = prices
-        self.asked: list[str] = []
-
-    def fetch_prices(self, symbols: Sequence[str], *, now: datetime) -> PriceBook:
-        self.asked.extend(symbols)
-        if isinstance(self.prices, Exception):
-            raise self.prices
-        book = PriceBook()
-        for symbol in symbols:
-            if symbol in self.prices:
-                book.quotes[symbol] = PriceQuote(
-                    symbol=symbol,
-                    price=Decimal(self.prices[symbol]),
-                    timestamp=now - timedelta(seconds=1),
-                    source="fake",
-                )
-            else:
-                book.problems[symbol] = "not in fake book"
-        return book
-
-
-def make_request(symbols: list[str], **changes: object) -> RunRequest:
-    base: dict[str, object] = {
-        "symbols": symbols,
-        "strategy_id": "alpha_baseline",
-        "capital": Decimal("100000"),
-        "max_position_size": Decimal("20000"),
-        "as_of_date": AS_OF,
-        "order_concurrency": 1,
-    }
-    base.update(changes)
-    return RunRequest(**base)  # type: ignore[arg-type]
-
-
-def run(session_factory, signals, gateway, prices, deadline=None, **changes):
-    services = RunServices(
-        signals=signals,
-        gateway=gateway,
-        prices=prices,
-        sessions=session_factory,
-        clock=lambda: NOW,
-        deadline=deadline,
-    )
-    symbols = (
-        [s.symbol for s in signals.response.signals]
-        if not isinstance(signals.response, Exception)
-        else ["AAPL"]
-    )
-    return execute_run(make_request(symbols, **changes), services)
 
 
 def by_symbol(result):
@@ -374,7 +189,8 @@ def test_kill_switch_stops_the_remaining_orders(session_factory):
         ({"AAPL": "http_422", "MSFT": "rejected"}, "failed", 0, 2),
         ({"AAPL": "failed", "MSFT": "canceled"}, "failed", 0, 2),
         ({"AAPL": "dry_run", "MSFT": "filled"}, "completed", 2, 0),
-        ({"AAPL": "accepted", "MSFT": "unknown"}, "partial", 1, 0),
+        ({"AAPL": "accepted", "MSFT": "unknown"}, "completed", 2, 0),  # settled: it was filled
+        ({"AAPL": "accepted", "MSFT": "lost"}, "completed", 2, 0),  # settled: resent, same id
         ({"AAPL": "pending_new", "MSFT": "rejected"}, "partial", 1, 1),
     ],
 )
@@ -392,15 +208,44 @@ def test_status_and_counts_follow_the_outcomes(
 
 
 def test_unknown_outcome_is_not_counted_as_rejected(session_factory):
+    gateway = FakeGateway(answers={"AAPL": "unreachable"})
     result = run(
         session_factory,
         FakeSignals(signals_of(("AAPL", "0.5"))),
-        FakeGateway(answers={"AAPL": "unknown"}),
+        gateway,
         FakePrices({"AAPL": "150"}),
     )
     assert result.status == "failed"
     assert (result.num_orders_rejected, result.num_orders_unknown) == (0, 1)
     assert "unknown outcome" in (result.error_message or "")
+    assert f"orch runs resume {result.run_id}" in (result.error_message or "")
+    assert gateway.lookups == [result.mappings[0].client_order_id]  # settling was tried
+
+
+def test_an_unknown_order_that_arrived_is_settled_not_resent(session_factory):
+    gateway = FakeGateway(answers={"AAPL": "unknown"})
+    result = run(
+        session_factory,
+        FakeSignals(signals_of(("AAPL", "0.5"))),
+        gateway,
+        FakePrices({"AAPL": "150"}),
+    )
+    assert len(gateway.sent) == 1
+    assert result.mappings[0].order_status == "filled"
+    assert result.status == "completed"
+
+
+def test_an_unknown_order_that_never_arrived_is_sent_again_with_the_same_id(session_factory):
+    gateway = FakeGateway(answers={"AAPL": "lost"})
+    result = run(
+        session_factory,
+        FakeSignals(signals_of(("AAPL", "0.5"))),
+        gateway,
+        FakePrices({"AAPL": "150"}),
+    )
+    (order,) = gateway.sent
+    assert order.client_order_id == result.mappings[0].client_order_id
+    assert result.status == "completed"
 
 
 def test_dry_run_records_the_plan_and_sends_nothing(session_factory):
@@ -419,18 +264,44 @@ def test_dry_run_records_the_plan_and_sends_nothing(session_factory):
     assert result.num_orders_submitted == 0
 
 
-def test_same_plan_gets_the_same_client_order_ids(session_factory):
-    first, second = FakeGateway(), FakeGateway()
-    for gateway in (first, second):
-        run(
-            session_factory,
-            FakeSignals(signals_of(("AAPL", "0.5"), ("MSFT", "-0.2"))),
-            gateway,
-            FakePrices({"AAPL": "150", "MSFT": "400"}),
-        )
-    assert sorted(o.client_order_id for o in first.sent) == sorted(
-        o.client_order_id for o in second.sent
+def test_once_the_days_run_completed_another_does_nothing(session_factory):
+    gateway = FakeGateway(answers={"AAPL": "filled", "MSFT": "filled"})
+    services = services_for(
+        session_factory,
+        FakeSignals(signals_of(("AAPL", "0.5"), ("MSFT", "-0.2"))),
+        gateway,
+        FakePrices({"AAPL": "150", "MSFT": "400"}),
     )
+    first = execute_run(make_request(["AAPL", "MSFT"]), services)
+    second = execute_run(make_request(["AAPL", "MSFT"]), services)
+    assert (first.action, second.action) == ("ran", "already_completed")
+    assert second.result.run_id == first.result.run_id
+    assert "already completed" in (second.note or "")
+    assert len(gateway.sent) == 2
+
+
+def test_forced_run_orders_anew_but_counts_open_orders_as_in_flight(session_factory):
+    # AAPL's first order is filled (gone from the book of open orders: the fake's positions
+    # do not move, so the forced run orders it again, under a new id); MSFT's is still open
+    # at the gateway, so the forced run must not order it twice.
+    gateway = FakeGateway(answers={"AAPL": "filled", "MSFT": "accepted"})
+    services = services_for(
+        session_factory,
+        FakeSignals(signals_of(("AAPL", "0.5"), ("MSFT", "0.1"))),
+        gateway,
+        FakePrices({"AAPL": "150", "MSFT": "400"}),
+    )
+    first = execute_run(make_request(["AAPL", "MSFT"]), services)
+    forced = execute_run(make_request(["AAPL", "MSFT"], force=True), services)
+    assert forced.action == "ran"
+    assert forced.result.run_id != first.result.run_id
+    rows = by_symbol(forced.result)
+    assert rows["MSFT"].skip_reason == "already_at_target"
+    assert rows["MSFT"].current_qty == 25  # held 0 + 25 open at the gateway
+    assert rows["AAPL"].order_qty == 133
+    first_ids = {m.client_order_id for m in first.result.mappings}
+    assert rows["AAPL"].client_order_id not in first_ids
+    assert [o.symbol for o in gateway.sent] == ["AAPL", "MSFT", "AAPL"]
 
 
 def test_concurrent_submission_records_every_outcome(session_factory):

@@ -1,0 +1,248 @@
+"""Fakes of the run's services, shared by the runner and resume tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+from orchestrator_cli.errors import ServiceError
+from orchestrator_cli.runner import RunRequest, RunServices, execute_run
+from orchestrator_cli.schemas import (
+    GatewayConfig,
+    GatewayHealth,
+    KillSwitchStatus,
+    OrderDetail,
+    OrderRequest,
+    OutcomeKind,
+    PriceBook,
+    PriceQuote,
+    Signal,
+    SignalMetadata,
+    SignalResponse,
+    SubmitOutcome,
+    classify_status,
+)
+
+NOW = datetime(2024, 12, 31, 14, 31, tzinfo=UTC)
+AS_OF = date(2024, 12, 31)
+
+
+def signals_of(*rows: tuple[str, str]) -> SignalResponse:
+    signals = [
+        Signal(
+            symbol=symbol,
+            predicted_return=Decimal("0.01"),
+            rank=rank,
+            target_weight=Decimal(weight),
+        )
+        for rank, (symbol, weight) in enumerate(rows, start=1)
+    ]
+    metadata = SignalMetadata(
+        as_of_date=AS_OF,
+        model_version="test",
+        strategy="alpha_baseline",
+        num_signals=len(signals),
+        generated_at=NOW,
+    )
+    return SignalResponse(signals=signals, metadata=metadata)
+
+
+class FakeSignals:
+    def __init__(self, response: SignalResponse | Exception) -> None:
+        self.response = response
+        self.calls: list[tuple[list[str], date | None]] = []
+
+    def fetch_signals(
+        self,
+        symbols: Sequence[str],
+        *,
+        as_of_date: date | None,
+        top_n: int | None = None,
+        bottom_n: int | None = None,
+    ) -> SignalResponse:
+        self.calls.append((list(symbols), as_of_date))
+        if isinstance(self.response, Exception):
+            raise self.response
+        return self.response
+
+
+class FakeGateway:
+    """Answers each order by symbol from `answers` (a gateway status or an outcome kind)."""
+
+    def __init__(
+        self,
+        positions: dict[str, Decimal] | None = None,
+        answers: dict[str, str] | None = None,
+        on_submit: object = None,
+    ) -> None:
+        self.positions = positions or {}
+        self.answers = answers or {}
+        self.sent: list[OrderRequest] = []
+        self.on_submit = on_submit
+        self.lock = threading.Lock()
+        self.events: list[tuple[str, str]] = []  # ("start" | "end", client_order_id)
+        self.lookups: list[str] = []
+        self.attempts: dict[str, int] = {}
+        self.latency = 0.0
+
+    config = GatewayConfig(dry_run=False, alpaca_paper=True)
+    kill_switch = "ACTIVE"
+    health = "healthy"
+
+    def get_positions(self) -> dict[str, Decimal]:
+        return dict(self.positions)
+
+    def get_config(self) -> GatewayConfig:
+        return self.config
+
+    def get_kill_switch(self) -> KillSwitchStatus:
+        if self.kill_switch == "unknown":
+            raise ServiceError("kill-switch state unknown (HTTP 503)")
+        return KillSwitchStatus(state=self.kill_switch)
+
+    def get_health(self) -> GatewayHealth:
+        return GatewayHealth(status=self.health)
+
+    def get_order(self, client_order_id: str) -> OrderDetail | None:
+        with self.lock:
+            self.lookups.append(client_order_id)
+            sent = [o for o in self.sent if o.client_order_id == client_order_id]
+        if not sent:
+            return None
+        order = sent[0]
+        answer = self.answers.get(order.symbol, "accepted")
+        if answer == "unreachable":
+            raise ServiceError("gateway unavailable")
+        status = "filled" if answer in ("unknown", "lost") else answer
+        return OrderDetail(
+            client_order_id=client_order_id,
+            status=status,
+            symbol=order.symbol,
+            side=order.side,
+            qty=Decimal(order.qty),
+            filled_qty=Decimal(order.qty) if status == "filled" else Decimal(0),
+        )
+
+    def submit_order(self, order: OrderRequest) -> SubmitOutcome:
+        with self.lock:
+            self.events.append(("start", order.client_order_id))
+        try:
+            return self._answer(order)
+        finally:
+            with self.lock:
+                self.events.append(("end", order.client_order_id))
+
+    def _answer(self, order: OrderRequest) -> SubmitOutcome:
+        if callable(self.on_submit):
+            self.on_submit(order)
+        with self.lock:
+            self.sent.append(order)
+        time.sleep(self.latency)  # simulated network time, so a wrong order would interleave
+        answer = self.answers.get(order.symbol, "accepted")
+        if answer == "lost":  # the request never arrived the first time
+            with self.lock:
+                self.attempts[order.client_order_id] = attempt = (
+                    self.attempts.get(order.client_order_id, 0) + 1
+                )
+                if attempt == 1:
+                    self.sent.remove(order)
+            answer = "unknown" if attempt == 1 else "accepted"
+        if answer == "kill_switch":
+            return SubmitOutcome(
+                client_order_id=order.client_order_id,
+                kind=OutcomeKind.BLOCKED,
+                order_status="blocked_kill_switch",
+                message="Kill-switch engaged - new orders blocked",
+                http_status=503,
+                stops_run=True,
+            )
+        if answer in ("unknown", "unreachable"):
+            return SubmitOutcome(
+                client_order_id=order.client_order_id,
+                kind=OutcomeKind.UNKNOWN,
+                order_status="unknown",
+                message="timed out",
+            )
+        if answer == "http_422":
+            return SubmitOutcome(
+                client_order_id=order.client_order_id,
+                kind=OutcomeKind.REJECTED,
+                order_status="rejected",
+                message="Position limit exceeded",
+                http_status=422,
+            )
+        return SubmitOutcome(
+            client_order_id=order.client_order_id,
+            kind=classify_status(answer),
+            order_status=answer,
+            broker_order_id=f"b-{order.symbol}",
+            http_status=200,
+        )
+
+
+class FakePrices:
+    name = "fake"
+
+    def __init__(self, prices: dict[str, str] | Exception) -> None:
+        self.prices = prices
+        self.asked: list[str] = []
+
+    def fetch_prices(self, symbols: Sequence[str], *, now: datetime) -> PriceBook:
+        self.asked.extend(symbols)
+        if isinstance(self.prices, Exception):
+            raise self.prices
+        book = PriceBook()
+        for symbol in symbols:
+            if symbol in self.prices:
+                book.quotes[symbol] = PriceQuote(
+                    symbol=symbol,
+                    price=Decimal(self.prices[symbol]),
+                    timestamp=now - timedelta(seconds=1),
+                    source="fake",
+                )
+            else:
+                book.problems[symbol] = "not in fake book"
+        return book
+
+
+def make_request(symbols: list[str], **changes: object) -> RunRequest:
+    base: dict[str, object] = {
+        "symbols": symbols,
+        "strategy_id": "alpha_baseline",
+        "capital": Decimal("100000"),
+        "max_position_size": Decimal("20000"),
+        "as_of_date": AS_OF,
+        "order_concurrency": 1,
+    }
+    base.update(changes)
+    return RunRequest(**base)  # type: ignore[arg-type]
+
+
+def run(session_factory, signals, gateway, prices, deadline=None, **changes):
+    services = RunServices(
+        signals=signals,
+        gateway=gateway,
+        prices=prices,
+        sessions=session_factory,
+        clock=lambda: NOW,
+        deadline=deadline,
+    )
+    symbols = (
+        [s.symbol for s in signals.response.signals]
+        if not isinstance(signals.response, Exception)
+        else ["AAPL"]
+    )
+    return execute_run(make_request(symbols, **changes), services).result
+
+
+def services_for(session_factory, signals, gateway, prices):
+    return RunServices(
+        signals=signals,
+        gateway=gateway,
+        prices=prices,
+        sessions=session_factory,
+        clock=lambda: NOW,
+    )

@@ -1,0 +1,197 @@
+"""Run lock, interrupted runs, resume and sync (fake services, real databases)."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from datetime import timedelta
+
+import pytest
+from fakes import (
+    AS_OF,
+    NOW,
+    FakeGateway,
+    FakePrices,
+    FakeSignals,
+    make_request,
+    services_for,
+    signals_of,
+)
+from sqlalchemy import select
+
+from orchestrator_cli import store
+from orchestrator_cli.errors import RunInProgressError
+from orchestrator_cli.locking import holder_id, is_stale
+from orchestrator_cli.models import OrchestrationRun, RunLock
+from orchestrator_cli.runner import execute_run, resume_run, sync_run
+
+SIGNALS = (("AAPL", "0.3"), ("MSFT", "0.3"), ("GOOGL", "0.3"))
+PRICES = {"AAPL": "150", "MSFT": "400", "GOOGL": "170"}
+
+
+class Crash(BaseException):
+    """Stands for the process dying mid-run (not an Exception: nothing handles it)."""
+
+
+def services(session_factory, gateway):
+    return services_for(
+        session_factory, FakeSignals(signals_of(*SIGNALS)), gateway, FakePrices(PRICES)
+    )
+
+
+def put_lock(session_factory, holder: str, heartbeat_age: timedelta, run_id=None) -> uuid.UUID:
+    run_id = run_id or uuid.uuid4()
+    with session_factory.begin() as session:
+        session.add(
+            RunLock(
+                strategy_id="alpha_baseline",
+                as_of_date=AS_OF,
+                run_id=run_id,
+                holder=holder,
+                acquired_at=NOW - heartbeat_age,
+                heartbeat_at=NOW - heartbeat_age,
+            )
+        )
+    return run_id
+
+
+def crash_after(gateway: FakeGateway, n: int) -> None:
+    def maybe_crash(order):
+        if len(gateway.sent) >= n:
+            raise Crash
+
+    gateway.on_submit = maybe_crash
+
+
+def test_a_live_holder_means_run_in_progress(session_factory):
+    other = put_lock(session_factory, "elsewhere:4242", timedelta(seconds=5))
+    gateway = FakeGateway()
+    with pytest.raises(RunInProgressError) as caught:
+        execute_run(make_request(["AAPL", "MSFT", "GOOGL"]), services(session_factory, gateway))
+    assert str(other) in str(caught.value)
+    assert "elsewhere:4242" in str(caught.value)
+    assert caught.value.exit_code == 75
+    assert gateway.sent == []
+    with session_factory() as session:
+        assert session.scalars(select(OrchestrationRun)).all() == []
+
+
+@pytest.mark.parametrize(
+    ("holder", "age"),
+    [
+        ("elsewhere:4242", timedelta(seconds=61)),  # heartbeat older than LOCK_STALE_SECONDS
+        (f"{socket.gethostname()}:999999", timedelta(seconds=1)),  # same host, process gone
+    ],
+    ids=["old-heartbeat", "dead-pid"],
+)
+def test_a_dead_holder_is_detected_and_taken_over(session_factory, holder, age):
+    put_lock(session_factory, holder, age)
+    gateway = FakeGateway()
+    outcome = execute_run(
+        make_request(["AAPL", "MSFT", "GOOGL"]), services(session_factory, gateway)
+    )
+    assert outcome.result.status == "completed"
+    assert len(gateway.sent) == 3
+    with session_factory() as session:
+        assert session.scalars(select(RunLock)).all() == []  # released at the end
+
+
+def test_is_stale_table():
+    lock = store.LockHolder(uuid.uuid4(), holder_id(), NOW, NOW)
+    assert not is_stale(lock, now=NOW, stale_after=timedelta(seconds=60))
+    assert is_stale(lock, now=NOW + timedelta(seconds=61), stale_after=timedelta(seconds=60))
+    gone = store.LockHolder(uuid.uuid4(), f"{socket.gethostname()}:999999", NOW, NOW)
+    assert is_stale(gone, now=NOW, stale_after=timedelta(seconds=60))
+    remote = store.LockHolder(uuid.uuid4(), "other-host:1", NOW, NOW)
+    assert not is_stale(remote, now=NOW, stale_after=timedelta(seconds=60))
+
+
+def test_an_interrupted_run_is_resumed_not_replanned(session_factory):
+    gateway = FakeGateway()
+    crash_after(gateway, 1)
+    request = make_request(["AAPL", "MSFT", "GOOGL"])
+    with pytest.raises(Crash):
+        execute_run(request, services(session_factory, gateway))
+    assert len(gateway.sent) == 1
+    with session_factory() as session:
+        (interrupted,) = session.scalars(select(OrchestrationRun)).all()
+        assert interrupted.status == "running"
+        planned = set(
+            session.scalars(
+                select(store.SignalOrderMapping.client_order_id).where(
+                    store.SignalOrderMapping.client_order_id.is_not(None)
+                )
+            )
+        )
+
+    gateway.on_submit = None
+    outcome = execute_run(request, services(session_factory, gateway))
+    assert outcome.action == "resumed"
+    assert outcome.result.run_id == interrupted.run_id
+    assert outcome.result.status == "completed"
+    sent = [o.client_order_id for o in gateway.sent]
+    assert sorted(sent) == sorted(planned)  # each planned order exactly once, no re-plan
+    # the two orders still `planned` at the crash were looked up before anything was sent
+    assert len(gateway.lookups) == 2
+    with session_factory() as session:
+        assert len(session.scalars(select(OrchestrationRun)).all()) == 1
+
+
+def test_resume_run_by_id_and_a_completed_run_has_nothing_to_resume(session_factory):
+    gateway = FakeGateway()
+    crash_after(gateway, 2)
+    with pytest.raises(Crash):
+        execute_run(make_request(["AAPL", "MSFT", "GOOGL"]), services(session_factory, gateway))
+    with session_factory() as session:
+        run_id = session.scalars(select(OrchestrationRun.run_id)).one()
+    gateway.on_submit = None
+    resumed = resume_run(run_id, services(session_factory, gateway))
+    assert (resumed.action, resumed.result.status) == ("resumed", "completed")
+    assert len({o.client_order_id for o in gateway.sent}) == len(gateway.sent) == 3
+    again = resume_run(run_id, services(session_factory, gateway))
+    assert again.action == "already_completed"
+    assert len(gateway.sent) == 3
+
+
+def test_dry_run_does_not_resume_a_real_interrupted_run(session_factory):
+    gateway = FakeGateway()
+    crash_after(gateway, 1)
+    with pytest.raises(Crash):
+        execute_run(make_request(["AAPL", "MSFT", "GOOGL"]), services(session_factory, gateway))
+    gateway.on_submit = None
+    from orchestrator_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="orch runs resume"):
+        execute_run(
+            make_request(["AAPL", "MSFT", "GOOGL"], dry_run=True),
+            services(session_factory, gateway),
+        )
+    assert len(gateway.sent) == 1
+
+
+def test_sync_refreshes_orders_from_the_gateway(session_factory):
+    gateway = FakeGateway(answers={"AAPL": "accepted", "MSFT": "accepted", "GOOGL": "accepted"})
+    outcome = execute_run(
+        make_request(["AAPL", "MSFT", "GOOGL"]), services(session_factory, gateway)
+    )
+    assert {m.order_status for m in outcome.result.mappings} == {"accepted"}
+    gateway.answers = {"AAPL": "filled", "MSFT": "canceled", "GOOGL": "partially_filled"}
+    synced = sync_run(outcome.result.run_id, services(session_factory, gateway))
+    rows = {m.symbol: m for m in synced.mappings}
+    assert rows["AAPL"].order_status == "filled"
+    assert rows["AAPL"].filled_qty == rows["AAPL"].order_qty
+    assert rows["MSFT"].order_status == "canceled"
+    assert (synced.num_orders_accepted, synced.num_orders_rejected) == (2, 1)
+    assert synced.status == "partial"
+    assert len(gateway.sent) == 3  # sync never sends
+
+
+def test_lock_is_released_after_a_refused_run(session_factory):
+    gateway = FakeGateway()
+    gateway.kill_switch = "ENGAGED"
+    outcome = execute_run(
+        make_request(["AAPL", "MSFT", "GOOGL"]), services(session_factory, gateway)
+    )
+    assert outcome.result.status == "failed"
+    with session_factory() as session:
+        assert session.scalars(select(RunLock)).all() == []
