@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -18,7 +19,15 @@ from rich.logging import RichHandler
 from orchestrator_cli import __version__, render, store
 from orchestrator_cli.config import Settings, load_settings, mask_url
 from orchestrator_cli.errors import ConfigError, ExitCode, OrchError
-from orchestrator_cli.runner import RunOutcome, RunRequest, execute_run, resume_run, sync_run
+from orchestrator_cli.runner import (
+    RunOutcome,
+    RunRequest,
+    execute_run,
+    resume_run,
+    sync_run,
+    trading_date,
+    utc_now,
+)
 from orchestrator_cli.schemas import SYMBOL_PATTERN, RunStatus, symbols_from
 from orchestrator_cli.wiring import (
     build_run_services,
@@ -80,8 +89,24 @@ def handle_errors(ctx: typer.Context) -> Iterator[None]:
         raise typer.Exit(ExitCode.INTERNAL) from None
 
 
+class UTCFormatter(logging.Formatter):
+    """Plain lines for log files: ISO 8601 UTC timestamps, no padding."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)sZ %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S")
+
+    def converter(self, seconds: float | None) -> time.struct_time:
+        return time.gmtime(seconds)
+
+
 def setup_logging(level: str) -> None:
-    handler = RichHandler(console=err, show_path=False, show_time=True, markup=False)
+    """Rich log lines on a terminal; plain UTC-stamped lines in files (cron logs)."""
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        handler = RichHandler(console=err, show_path=False, show_time=True, markup=False)
+    else:
+        handler = logging.StreamHandler()
+        handler.setFormatter(UTCFormatter())
     logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
     for noisy in ("urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
@@ -109,17 +134,36 @@ def parse_symbols(symbols: str | None, symbols_file: Path | None) -> list[str]:
         raise ConfigError("no symbols given: pass --symbols AAPL,MSFT or --symbols-file PATH")
     bad = [s for s in result if not re.fullmatch(SYMBOL_PATTERN, s)]
     if bad:
-        raise ConfigError(f"not a ticker symbol: {', '.join(map(repr, bad))} (check --symbols)")
+        raise ConfigError(
+            f"not a ticker symbol: {', '.join(map(repr, bad))} (check --symbols / --symbols-file)"
+        )
     return result
 
 
 def parse_as_of(value: str | None) -> date | None:
+    """The --as-of date; a date after today's trading date is refused (no orders for it)."""
     if value is None:
         return None
     try:
-        return date.fromisoformat(value)
+        as_of = date.fromisoformat(value)
     except ValueError as exc:
         raise ConfigError(f"--as-of {value!r} is not a date: use YYYY-MM-DD") from exc
+    today = trading_date(utc_now())
+    if as_of > today:
+        raise ConfigError(f"--as-of {as_of} is after today's trading date {today} (New York)")
+    if as_of < today or as_of.weekday() >= 5:
+        logger.warning(
+            "--as-of %s is not today's trading date %s: orders go out now, at today's prices",
+            as_of,
+            today,
+        )
+    return as_of
+
+
+def print_version(value: bool) -> None:
+    if value:
+        out.print(__version__)
+        raise typer.Exit(ExitCode.OK)
 
 
 @app.callback()
@@ -128,15 +172,18 @@ def main_options(
     debug: Annotated[
         bool, typer.Option("--debug", help="Show tracebacks for errors (may include URLs).")
     ] = False,
+    show_version: Annotated[  # noqa: ARG001 - handled by its eager callback
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=print_version,
+            help="Print the version of orch and exit.",
+        ),
+    ] = False,
 ) -> None:
     """orch: turns a strategy's target weights into orders, once, with a complete audit trail."""
     ctx.obj = {"debug": debug}
-
-
-@app.command()
-def version() -> None:
-    """Print the version of orch."""
-    out.print(__version__)
 
 
 @app.command()
@@ -149,14 +196,14 @@ def run(
         Path | None,
         typer.Option(help="File of symbols (comma- or line-separated, # comments)."),
     ] = None,
-    strategy: Annotated[str | None, typer.Option(help="Strategy id [env STRATEGY_ID].")] = None,
+    strategy: Annotated[str | None, typer.Option(help="Strategy id (env STRATEGY_ID).")] = None,
     as_of: Annotated[
         str | None,
-        typer.Option(help="Trading date YYYY-MM-DD [default: today in America/New_York]."),
+        typer.Option(help="Trading date YYYY-MM-DD (default: today in New York)."),
     ] = None,
-    capital: Annotated[str | None, typer.Option(help="Capital in dollars [env CAPITAL].")] = None,
+    capital: Annotated[str | None, typer.Option(help="Capital in dollars (env CAPITAL).")] = None,
     max_position_size: Annotated[
-        str | None, typer.Option(help="Cap per symbol in dollars [env MAX_POSITION_SIZE].")
+        str | None, typer.Option(help="Cap per symbol in dollars (env MAX_POSITION_SIZE).")
     ] = None,
     top_n: Annotated[
         int | None, typer.Option(min=0, help="Number of long positions (Signal Service).")
@@ -165,37 +212,37 @@ def run(
         int | None, typer.Option(min=0, help="Number of short positions (Signal Service).")
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Plan and record, send no order [env DRY_RUN].")
+        bool, typer.Option("--dry-run", help="Plan and record, send no order (env DRY_RUN).")
     ] = False,
     live: Annotated[
         bool,
         typer.Option(
-            "--live", help="Allow a gateway that trades a live account [env ALLOW_LIVE_TRADING]."
+            "--live", help="Allow a gateway that trades a live account (env ALLOW_LIVE_TRADING)."
         ),
     ] = False,
     max_order_notional: Annotated[
-        str | None, typer.Option(help="Skip orders above this notional [env MAX_ORDER_NOTIONAL].")
+        str | None, typer.Option(help="Skip orders above this notional (env MAX_ORDER_NOTIONAL).")
     ] = None,
     max_gross_exposure: Annotated[
         str | None,
-        typer.Option(help="Refuse plans above this x capital [env MAX_GROSS_EXPOSURE, 2]."),
+        typer.Option(help="Refuse plans above this x capital (env MAX_GROSS_EXPOSURE, 2)."),
     ] = None,
     max_orders: Annotated[
-        str | None, typer.Option(help="Refuse plans with more orders [env MAX_ORDERS_PER_RUN].")
+        str | None, typer.Option(help="Refuse plans with more orders (env MAX_ORDERS_PER_RUN).")
     ] = None,
     long_only: Annotated[
-        bool, typer.Option("--long-only", help="Treat short signals as 0 [env LONG_ONLY].")
+        bool, typer.Option("--long-only", help="Treat short signals as 0 (env LONG_ONLY).")
     ] = False,
     restricted: Annotated[
         str | None,
-        typer.Option(help="Comma-separated symbols never traded [env RESTRICTED_SYMBOLS]."),
+        typer.Option(help="Comma-separated symbols never traded (env RESTRICTED_SYMBOLS)."),
     ] = None,
     min_trade_dollars: Annotated[
-        str | None, typer.Option(help="Skip smaller rebalances [env MIN_TRADE_DOLLARS].")
+        str | None, typer.Option(help="Skip smaller rebalances (env MIN_TRADE_DOLLARS).")
     ] = None,
     min_trade_pct: Annotated[
         str | None,
-        typer.Option(help="Skip rebalances below this % of capital [env MIN_TRADE_PCT]."),
+        typer.Option(help="Skip rebalances below this % of capital (env MIN_TRADE_PCT)."),
     ] = None,
     force: Annotated[
         bool,
@@ -206,7 +253,7 @@ def run(
     ] = False,
     deadline_seconds: Annotated[
         str | None,
-        typer.Option(help="Send no new order after this long [env RUN_DEADLINE_SECONDS, 300]."),
+        typer.Option(help="Send no new order after this long (env RUN_DEADLINE_SECONDS, 300)."),
     ] = None,
     sandbox: Annotated[
         bool,
@@ -220,7 +267,8 @@ def run(
 ) -> None:
     """Fetch signals, size orders against positions, record the plan, submit, record outcomes.
 
-    Exit codes: 0 completed, 3 partial, 1 failed, 4 invalid input, 75 run in progress.
+    Exit codes: 0 completed (or already done today), 3 partial, 1 failed, 2 usage error,
+    4 invalid input, 75 another run in progress, 70 internal error.
     """
     with handle_errors(ctx):
         settings = load_settings(
@@ -245,9 +293,9 @@ def run(
             restricted_symbols="--restricted",
             run_deadline_seconds="--deadline-seconds",
         )
+        setup_logging(settings.log_level)
         universe = parse_symbols(symbols, symbols_file)
         as_of_date = parse_as_of(as_of)
-        setup_logging(settings.log_level)
         with sandboxed(settings, enabled=sandbox) as effective:
             services = build_run_services(effective, progress=logger.info)
             request = RunRequest(
@@ -340,7 +388,7 @@ def runs_resume(
     run_id: Annotated[str, typer.Argument(help="Run id: the full UUID or a unique prefix.")],
     live: Annotated[
         bool,
-        typer.Option("--live", help="Allow a gateway on a live account [ALLOW_LIVE_TRADING]."),
+        typer.Option("--live", help="Allow a gateway on a live account (env ALLOW_LIVE_TRADING)."),
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
@@ -436,7 +484,7 @@ def sandbox_command(
             envvar="INTERNAL_TOKEN_SECRET",
             show_envvar=False,
             help="Verify the platform's request signatures with this secret "
-            "[env INTERNAL_TOKEN_SECRET].",
+            "(env INTERNAL_TOKEN_SECRET).",
         ),
     ] = None,
     bearer_token: Annotated[

@@ -6,6 +6,7 @@ problem into a `ConfigError` that names the environment variable (or the flag) t
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -14,6 +15,8 @@ from urllib.parse import urlsplit
 import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from orchestrator_cli.errors import ConfigError
 
@@ -35,10 +38,18 @@ def default_database_url() -> str:
 
 
 def _check_http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {value!r}")
-    return value.rstrip("/")
+    parts = urlsplit(value.strip())
+    try:
+        parts.port  # noqa: B018 - a bad port raises here
+    except ValueError:
+        raise ValueError(f"not an http(s) URL (bad port): {mask_url(value)!r}") from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or any(c.isspace() for c in value.strip())
+    ):
+        raise ValueError(f"not an http(s) URL: {mask_url(value)!r}")
+    return value.strip().rstrip("/")
 
 
 class Settings(BaseSettings):
@@ -55,8 +66,10 @@ class Settings(BaseSettings):
     signal_service_url: str = "http://localhost:8001"
     execution_gateway_url: str = "http://localhost:8002"
     database_url: str = Field(default_factory=default_database_url)
-    capital: Decimal = Field(default=Decimal("100000"), gt=0, allow_inf_nan=False)
-    max_position_size: Decimal = Field(default=Decimal("20000"), gt=0, allow_inf_nan=False)
+    capital: Decimal = Field(default=Decimal("100000"), gt=0, max_digits=17, decimal_places=2)
+    max_position_size: Decimal = Field(
+        default=Decimal("20000"), gt=0, max_digits=17, decimal_places=2
+    )
     strategy_id: str = Field(default="alpha_baseline", pattern=r"^[A-Za-z0-9_.-]{1,100}$")
     dry_run: bool = False
     log_level: LogLevel = "INFO"
@@ -76,12 +89,12 @@ class Settings(BaseSettings):
     lock_stale_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
 
     # Pre-trade limits (None or 0: off), checked on the whole plan before anything is sent.
-    max_order_notional: Decimal | None = Field(default=None, gt=0, allow_inf_nan=False)
+    max_order_notional: Decimal | None = Field(default=None, gt=0, max_digits=17, decimal_places=2)
     max_gross_exposure: Decimal | None = Field(default=Decimal("2"), gt=0, allow_inf_nan=False)
     max_orders_per_run: int | None = Field(default=None, gt=0)
     long_only: bool = False
     restricted_symbols: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    min_trade_dollars: Decimal = Field(default=Decimal(0), ge=0, allow_inf_nan=False)
+    min_trade_dollars: Decimal = Field(default=Decimal(0), ge=0, max_digits=17, decimal_places=2)
     min_trade_pct: Decimal = Field(default=Decimal(0), ge=0, le=100, allow_inf_nan=False)
     allow_live_trading: bool = False
 
@@ -126,8 +139,17 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
-        if not value.startswith(("sqlite:", "postgresql:", "postgresql+")):
-            raise ValueError("must start with sqlite:/// or postgresql://")
+        shown = mask_url(value)
+        if not value.startswith(("sqlite:///", "postgresql:", "postgresql+")):
+            raise ValueError(f"{shown!r} must start with sqlite:/// or postgresql://")
+        try:
+            url = make_url(value)
+            url.port  # noqa: B018 - a bad port raises here
+        except (ArgumentError, ValueError):
+            raise ValueError(
+                f"{shown!r} is not a database URL (postgresql://user:password@host:5432/db; "
+                "percent-encode special characters in the password)"
+            ) from None
         return value
 
     @field_validator("log_level", mode="before")
@@ -145,13 +167,19 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
 
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>.*)@(?P<rest>[^@]*)$")
+
+
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by `***`, for output and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL with any password replaced by `***`, for output, logs and stored settings.
+
+    The user part runs to the last `@`, so a password holding `@`, `#` or `/` is masked whole.
+    """
+    match = _USERINFO.match(url)
+    if match is None or ":" not in match["userinfo"]:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    user = match["userinfo"].split(":", 1)[0]
+    return f"{match['scheme']}{user}:***@{match['rest']}"
 
 
 def _describe(loc: tuple[int | str, ...], flags: dict[str, str]) -> str:

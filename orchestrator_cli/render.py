@@ -93,6 +93,10 @@ def mapping_table(result: RunResult) -> Table:
     return table
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def summary_line(run: RunSummary) -> str:
     """One line: status, strategy, date and counts (Rich markup)."""
     style = STATUS_STYLE.get(run.status, "white")
@@ -102,7 +106,8 @@ def summary_line(run: RunSummary) -> str:
         mode += f" [gateway: {run.gateway_mode}]"
     line = (
         f"[{style}]{run.status}[/{style}] run {run.run_id} {run.strategy_id} {run.as_of_date}"
-        f"{mode}: {run.num_signals} signals, {run.num_orders_submitted} orders submitted, "
+        f"{mode}: {plural(run.num_signals, 'signal')}, "
+        f"{plural(run.num_orders_submitted, 'order')} submitted, "
         f"{run.num_orders_accepted} accepted, {run.num_orders_rejected} rejected"
     )
     if run.num_orders_blocked:
@@ -139,7 +144,11 @@ def print_run(console: Console, result: RunResult) -> None:
 
 def runs_table(page: RunPage) -> Table:
     """`orch runs list`: newest first."""
-    table = Table(title=f"Runs {page.offset + 1}-{page.offset + len(page.runs)} of {page.total}")
+    if page.runs:
+        title = f"Runs {page.offset + 1}-{page.offset + len(page.runs)} of {page.total}"
+    else:
+        title = f"No runs at offset {page.offset} ({page.total} in all)"
+    table = Table(title=title)
     for header in (
         "Run id",
         "Strategy",

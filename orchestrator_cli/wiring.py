@@ -117,11 +117,12 @@ def limits_from(settings: Settings) -> Limits:
 def settings_snapshot(settings: Settings) -> dict[str, Any]:
     """The non-secret settings in force, stored on the run for the audit trail."""
     return {
-        "signal_service_url": settings.signal_service_url,
-        "execution_gateway_url": settings.execution_gateway_url,
+        "signal_service_url": mask_url(settings.signal_service_url),
+        "execution_gateway_url": mask_url(settings.execution_gateway_url),
         "database_url": mask_url(settings.database_url),
         "price_source": settings.price_source,
-        "market_data_url": settings.market_data_url,
+        "market_data_url": mask_url(settings.market_data_url),
+        "redis_url": mask_url(settings.redis_url) if settings.price_source == "redis" else None,
         "prices_file": str(settings.prices_file) if settings.prices_file else None,
         "max_price_age_seconds": settings.max_price_age_seconds,
         "capital": str(settings.capital),
@@ -153,7 +154,8 @@ def sandbox_state_file(settings: Settings) -> Path:
 @contextmanager
 def sandboxed(settings: Settings, *, enabled: bool) -> Iterator[Settings]:
     """With `enabled`, serve the simulated services on free loopback ports for the block and
-    yield settings pointed at them (market data through the Alpaca-compatible API)."""
+    yield settings pointed at them. PRICE_SOURCE=alpaca reads the sandbox's market data;
+    a file or redis price source is kept as configured."""
     if not enabled:
         yield settings
         return
@@ -171,7 +173,6 @@ def sandboxed(settings: Settings, *, enabled: bool) -> Iterator[Settings]:
                 "signal_service_url": sandbox.signal_url,
                 "execution_gateway_url": sandbox.gateway_url,
                 "market_data_url": sandbox.market_data_url,
-                "price_source": "alpaca",
             }
         )
 

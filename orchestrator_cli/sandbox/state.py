@@ -86,7 +86,8 @@ class SandboxFaults:
         parsed = {}
         for name, value in changes.items():
             if name not in kinds:
-                raise ValueError(f"unknown fault: {name}")
+                known = ", ".join(sorted(f.name for f in fields(self)))
+                raise ValueError(f"unknown fault: {name} (known: {known})")
             parsed[name] = _fault_value(name, kinds[name], value)
         for name, value in parsed.items():
             setattr(self, name, value)
