@@ -640,15 +640,8 @@ def execute_run(request: RunRequest, services: RunServices) -> RunOutcome:
     return Runner(request, services).execute()
 
 
-def resume_run(
-    run_id: uuid.UUID,
-    services: RunServices,
-    *,
-    order_concurrency: int = 8,
-    allow_live_trading: bool = False,
-    lock_stale_seconds: float = 60.0,
-) -> RunOutcome:
-    """Continue a run from its recorded plan, under its strategy and date's run lock."""
+def _runner_for(run_id: uuid.UUID, services: RunServices, **options: Any) -> Runner:
+    """A runner bound to an existing run, with that run's own inputs."""
     with store.transaction(services.sessions, "reading the run") as session:
         info = store.run_info(session, run_id)
     request = RunRequest(
@@ -658,19 +651,36 @@ def resume_run(
         max_position_size=info.max_position_size,
         as_of_date=info.as_of_date,
         dry_run=info.dry_run,
+        **options,
+    )
+    runner = Runner(request, services)
+    runner.run_id = run_id
+    runner.generation = info.generation
+    return runner
+
+
+def resume_run(
+    run_id: uuid.UUID,
+    services: RunServices,
+    *,
+    order_concurrency: int = 8,
+    allow_live_trading: bool = False,
+    lock_stale_seconds: float = 60.0,
+) -> RunOutcome:
+    """Continue a run from its recorded plan, under its strategy and date's run lock."""
+    runner = _runner_for(
+        run_id,
+        services,
         order_concurrency=order_concurrency,
         allow_live_trading=allow_live_trading,
         lock_stale_seconds=lock_stale_seconds,
     )
-    runner = Runner(request, services)
-    runner.run_id = run_id
-    with runner.lock(info.as_of_date, run_id):
+    as_of = runner.request.as_of_date or trading_date(services.clock())
+    with runner.lock(as_of, run_id):
         with store.transaction(services.sessions, "reading the run") as session:
-            current = store.run_info(session, run_id)
-            if current.status == "completed":
+            if store.run_info(session, run_id).status == "completed":
                 result = store.load_run(session, run_id)
                 return RunOutcome(result, "already_completed", f"run {run_id} is completed")
-        runner.generation = current.generation
         return RunOutcome(runner.resume(), "resumed", f"run {run_id} resumed")
 
 
@@ -680,27 +690,17 @@ def sync_run(run_id: uuid.UUID, services: RunServices) -> RunResult:
     Sync never sends: an order the gateway has never seen keeps its state (resume sends it).
     A run still in progress keeps `running`.
     """
+    runner = _runner_for(run_id, services)
+    dry_run = runner.request.dry_run
     with store.transaction(services.sessions, "reading the run") as session:
-        info = store.run_info(session, run_id)
         rows = store.order_rows(session, [run_id])
-    runner = Runner(
-        RunRequest(
-            symbols=info.symbols,
-            strategy_id=info.strategy_id,
-            capital=info.capital,
-            max_position_size=info.max_position_size,
-            dry_run=info.dry_run,
-        ),
-        services,
-    )
-    runner.run_id = run_id
-    if not info.dry_run:
+    if not dry_run:
         services.progress(f"asking the gateway about {len(rows)} orders")
         runner.settle(rows)
     with store.transaction(services.sessions, "updating the run's counts") as session:
         status = store.run_info(session, run_id).status
         counts = store.outcome_counts(session, run_id)
         if status != "running":
-            status = decide_status(counts, dry_run=info.dry_run)
+            status = decide_status(counts, dry_run=dry_run)
         store.refresh_counts(session, run_id, status=status)
         return store.load_run(session, run_id)

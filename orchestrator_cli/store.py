@@ -436,12 +436,16 @@ def finish_run(
     row.duration_seconds = (Decimal(elapsed) / 1_000_000).quantize(_MILLISECOND)
     if num_signals is not None:
         row.num_signals = num_signals
+    _store_counts(row, counts)
+    session.flush()
+
+
+def _store_counts(row: OrchestrationRun, counts: OutcomeCounts) -> None:
     row.num_orders_submitted = counts.submitted
     row.num_orders_accepted = counts.accepted
     row.num_orders_rejected = counts.rejected
     row.num_orders_blocked = counts.blocked
     row.num_orders_unknown = counts.unknown
-    session.flush()
 
 
 def record_order_detail(
@@ -482,13 +486,8 @@ def refresh_counts(session: Session, run_id: uuid.UUID, *, status: str) -> None:
     if status not in get_args(RunStatus):
         raise ValueError(f"unknown run status {status!r}")
     row = _run_row(session, run_id)
-    counts = outcome_counts(session, run_id)
     row.status = status
-    row.num_orders_submitted = counts.submitted
-    row.num_orders_accepted = counts.accepted
-    row.num_orders_rejected = counts.rejected
-    row.num_orders_blocked = counts.blocked
-    row.num_orders_unknown = counts.unknown
+    _store_counts(row, outcome_counts(session, run_id))
     session.flush()
 
 

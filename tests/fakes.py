@@ -246,3 +246,42 @@ def services_for(session_factory, signals, gateway, prices):
         sessions=session_factory,
         clock=lambda: NOW,
     )
+
+
+# Every variable orch reads: tests that run orch clear them so the developer's own
+# environment cannot leak into a test.
+ORCH_VARIABLES = (
+    "SIGNAL_SERVICE_URL",
+    "EXECUTION_GATEWAY_URL",
+    "DATABASE_URL",
+    "CAPITAL",
+    "MAX_POSITION_SIZE",
+    "STRATEGY_ID",
+    "DRY_RUN",
+    "LOG_LEVEL",
+    "PRICE_SOURCE",
+    "MARKET_DATA_URL",
+    "ALPACA_API_KEY_ID",
+    "ALPACA_API_SECRET_KEY",
+    "PRICES_FILE",
+    "MAX_PRICE_AGE_SECONDS",
+    "HTTP_TIMEOUT_SECONDS",
+    "HTTP_MAX_ATTEMPTS",
+    "ORDER_CONCURRENCY",
+    "RUN_DEADLINE_SECONDS",
+    "LOCK_STALE_SECONDS",
+    "MAX_ORDER_NOTIONAL",
+    "MAX_GROSS_EXPOSURE",
+    "MAX_ORDERS_PER_RUN",
+    "LONG_ONLY",
+    "RESTRICTED_SYMBOLS",
+    "MIN_TRADE_DOLLARS",
+    "MIN_TRADE_PCT",
+    "ALLOW_LIVE_TRADING",
+    "INTERNAL_TOKEN_SECRET",
+    "SERVICE_ID",
+    "GATEWAY_API_TOKEN",
+    "SIGNAL_API_TOKEN",
+    "REDIS_URL",
+    "SANDBOX_STATE_FILE",
+)

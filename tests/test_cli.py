@@ -8,27 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakes import ORCH_VARIABLES
 from typer.testing import CliRunner
 
 from orchestrator_cli import cli
 from orchestrator_cli.sandbox import Sandbox, SandboxFaults
-
-ORCH_VARIABLES = (
-    "SIGNAL_SERVICE_URL",
-    "EXECUTION_GATEWAY_URL",
-    "DATABASE_URL",
-    "CAPITAL",
-    "MAX_POSITION_SIZE",
-    "STRATEGY_ID",
-    "DRY_RUN",
-    "PRICE_SOURCE",
-    "MARKET_DATA_URL",
-    "PRICES_FILE",
-    "ALPACA_API_KEY_ID",
-    "ALPACA_API_SECRET_KEY",
-    "ORDER_CONCURRENCY",
-    "LOG_LEVEL",
-)
 
 
 @pytest.fixture

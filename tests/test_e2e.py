@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from fakes import ORCH_VARIABLES
 from sqlalchemy import select, text
 
 from orchestrator_cli import store
@@ -50,29 +51,6 @@ SPEC_MAPPING_KEYS = {
     "order_status",
     "skip_reason",
 }
-ORCH_VARIABLES = (
-    "SIGNAL_SERVICE_URL",
-    "EXECUTION_GATEWAY_URL",
-    "DATABASE_URL",
-    "CAPITAL",
-    "MAX_POSITION_SIZE",
-    "STRATEGY_ID",
-    "DRY_RUN",
-    "PRICE_SOURCE",
-    "MARKET_DATA_URL",
-    "PRICES_FILE",
-    "ORDER_CONCURRENCY",
-    "INTERNAL_TOKEN_SECRET",
-    "GATEWAY_API_TOKEN",
-    "SIGNAL_API_TOKEN",
-    "REDIS_URL",
-    "RUN_DEADLINE_SECONDS",
-    "MAX_ORDER_NOTIONAL",
-    "MAX_GROSS_EXPOSURE",
-    "RESTRICTED_SYMBOLS",
-    "LONG_ONLY",
-    "ALLOW_LIVE_TRADING",
-)
 
 
 @pytest.fixture
