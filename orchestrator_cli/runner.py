@@ -58,6 +58,7 @@ from orchestrator_cli.schemas import (
 logger = logging.getLogger(__name__)
 
 EXCHANGE_TZ = ZoneInfo("America/New_York")
+UNPLANNED = "interrupted before its plan was recorded, so no order was sent"
 
 
 def utc_now() -> datetime:
@@ -219,7 +220,12 @@ class Runner:
                 prior = store.runs_for_date(session, req.strategy_id, as_of)
             for run in prior:
                 if run.status == "running" and run.dry_run:
-                    self._close_interrupted_dry_run(run.run_id)
+                    self._close_interrupted(run.run_id, "dry run interrupted before it finished")
+                elif run.status == "running" and not self._plan_recorded(run.run_id):
+                    # The plan is committed before any order is sent: nothing went out.
+                    self._close_interrupted(run.run_id, UNPLANNED)
+            with self._tx("reading the day's runs") as session:
+                prior = store.runs_for_date(session, req.strategy_id, as_of)
             interrupted = [r for r in prior if r.status == "running" and not r.dry_run]
             if interrupted:
                 run = interrupted[-1]
@@ -245,13 +251,18 @@ class Runner:
                 return RunOutcome(result, "already_completed", note)
             return RunOutcome(self._new_run(as_of, prior), "ran")
 
-    def _close_interrupted_dry_run(self, run_id: uuid.UUID) -> None:
-        with self._tx("closing an interrupted dry run") as session:
+    def _plan_recorded(self, run_id: uuid.UUID) -> bool:
+        with self._tx("reading a run's plan") as session:
+            return store.outcome_counts(session, run_id).signals > 0
+
+    def _close_interrupted(self, run_id: uuid.UUID, message: str) -> None:
+        logger.warning("run %s: %s", run_id, message)
+        with self._tx("closing an interrupted run") as session:
             store.finish_run(
                 session,
                 run_id,
                 status="failed",
-                error_message="dry run interrupted before it finished",
+                error_message=message,
                 completed_at=self.services.clock(),
             )
 
@@ -313,6 +324,8 @@ class Runner:
             info = store.run_info(session, self.run_id)
             store.reopen_run(session, self.run_id)
             rows = store.order_rows(session, [self.run_id])
+        if not rows and not self._plan_recorded(self.run_id):
+            return self._finish("failed", UNPLANNED + "; `orch run` plans the day anew")
         if info.dry_run:
             return self._finish(None, None)
         try:

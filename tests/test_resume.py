@@ -195,3 +195,54 @@ def test_lock_is_released_after_a_refused_run(session_factory):
     assert outcome.result.status == "failed"
     with session_factory() as session:
         assert session.scalars(select(RunLock)).all() == []
+
+
+def test_a_run_killed_before_its_plan_was_recorded_is_closed_and_the_day_planned_anew(
+    session_factory,
+):
+    class DyingSignals(FakeSignals):
+        def fetch_signals(self, symbols, **kwargs):
+            raise Crash
+
+    gateway = FakeGateway()
+    dying = services_for(
+        session_factory, DyingSignals(signals_of(*SIGNALS)), gateway, FakePrices(PRICES)
+    )
+    with pytest.raises(Crash):
+        execute_run(make_request(["AAPL", "MSFT", "GOOGL"]), dying)
+    with session_factory() as session:
+        empty = session.scalars(select(OrchestrationRun)).one()
+    assert empty.status == "running"
+
+    resumed = resume_run(empty.run_id, services(session_factory, gateway))
+    assert resumed.result.status == "failed"
+    assert "no order was sent" in (resumed.result.error_message or "")
+
+    outcome = execute_run(
+        make_request(["AAPL", "MSFT", "GOOGL"]), services(session_factory, gateway)
+    )
+    assert outcome.action == "ran"
+    assert outcome.result.run_id != empty.run_id
+    assert outcome.result.status == "completed"
+    assert len(gateway.sent) == 3
+
+
+def test_the_next_run_closes_an_unplanned_interrupted_run_by_itself(session_factory):
+    class DyingSignals(FakeSignals):
+        def fetch_signals(self, symbols, **kwargs):
+            raise Crash
+
+    gateway = FakeGateway()
+    dying = services_for(
+        session_factory, DyingSignals(signals_of(*SIGNALS)), gateway, FakePrices(PRICES)
+    )
+    with pytest.raises(Crash):
+        execute_run(make_request(["AAPL", "MSFT", "GOOGL"]), dying)
+    outcome = execute_run(
+        make_request(["AAPL", "MSFT", "GOOGL"]), services(session_factory, gateway)
+    )
+    assert (outcome.action, outcome.result.status) == ("ran", "completed")
+    assert len(gateway.sent) == 3
+    with session_factory() as session:
+        statuses = sorted(session.scalars(select(OrchestrationRun.status)).all())
+    assert statuses == ["completed", "failed"]
