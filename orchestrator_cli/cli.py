@@ -450,6 +450,14 @@ def db_upgrade(ctx: typer.Context) -> None:
 def sandbox_command(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to bind (keep it on loopback).")] = "127.0.0.1",
+    port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Base port: Signal Service on it, gateway on +1, market data on +2 "
+            "(overrides the three ports below).",
+        ),
+    ] = None,
     signal_port: Annotated[int, typer.Option(help="Signal Service port (0: any).")] = 8001,
     gateway_port: Annotated[int, typer.Option(help="Execution Gateway port (0: any).")] = 8002,
     market_data_port: Annotated[int, typer.Option(help="Market-data port (0: any).")] = 8003,
@@ -503,10 +511,13 @@ def sandbox_command(
             "gateway_dry_run": gateway_dry_run,
             "seed": seed,
         }
+        ports = (signal_port, gateway_port, market_data_port)
+        if port is not None:
+            ports = (port, port + 1, port + 2) if port else (0, 0, 0)
         serve_sandbox(
             out,
             host=host,
-            ports=(signal_port, gateway_port, market_data_port),
+            ports=ports,
             state_file=state_file,
             fault_options=options,
             auth_secret=auth_secret,
