@@ -216,16 +216,7 @@ class Runner:
         req, svc = self.request, self.services
         as_of = req.as_of_date or trading_date(svc.clock())
         with self.lock(as_of, self.run_id) as lock:
-            with self._tx("reading the day's runs") as session:
-                prior = store.runs_for_date(session, req.strategy_id, as_of)
-            for run in prior:
-                if run.status == "running" and run.dry_run:
-                    self._close_interrupted(run.run_id, "dry run interrupted before it finished")
-                elif run.status == "running" and not self._plan_recorded(run.run_id):
-                    # The plan is committed before any order is sent: nothing went out.
-                    self._close_interrupted(run.run_id, UNPLANNED)
-            with self._tx("reading the day's runs") as session:
-                prior = store.runs_for_date(session, req.strategy_id, as_of)
+            prior = self._day_runs(as_of)
             interrupted = [r for r in prior if r.status == "running" and not r.dry_run]
             if interrupted:
                 run = interrupted[-1]
@@ -250,6 +241,25 @@ class Runner:
                 )
                 return RunOutcome(result, "already_completed", note)
             return RunOutcome(self._new_run(as_of, prior), "ran")
+
+    def _day_runs(self, as_of: date) -> list[store.RunInfo]:
+        """The day's runs, after closing interrupted ones that there is nothing to resume of:
+        dry runs, and runs killed before their plan was recorded (the plan is committed
+        before any order is sent, so those sent nothing)."""
+        strategy = self.request.strategy_id
+        with self._tx("reading the day's runs") as session:
+            prior = store.runs_for_date(session, strategy, as_of)
+        closing = [
+            (run.run_id, "dry run interrupted before it finished" if run.dry_run else UNPLANNED)
+            for run in prior
+            if run.status == "running" and (run.dry_run or not self._plan_recorded(run.run_id))
+        ]
+        if not closing:
+            return prior
+        for run_id, message in closing:
+            self._close_interrupted(run_id, message)
+        with self._tx("reading the day's runs") as session:
+            return store.runs_for_date(session, strategy, as_of)
 
     def _plan_recorded(self, run_id: uuid.UUID) -> bool:
         with self._tx("reading a run's plan") as session:
