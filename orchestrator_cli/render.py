@@ -103,7 +103,7 @@ def summary_line(run: RunSummary) -> str:
     duration = "" if run.duration_seconds is None else f" in {run.duration_seconds:.2f}s"
     mode = " (dry run: nothing sent)" if run.dry_run else ""
     if run.gateway_mode:
-        mode += f" [gateway: {run.gateway_mode}]"
+        mode += f" (gateway: {run.gateway_mode})"
     line = (
         f"[{style}]{run.status}[/{style}] run {run.run_id} {run.strategy_id} {run.as_of_date}"
         f"{mode}: {plural(run.num_signals, 'signal')}, "
