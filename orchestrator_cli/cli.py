@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -323,7 +324,8 @@ def show_outcome(outcome: RunOutcome, *, json_output: bool) -> None:
     if outcome.note and outcome.action != "ran":
         (err if json_output else out).print(outcome.note, highlight=False, soft_wrap=True)
     if json_output:
-        emit_json(outcome.result.model_dump_json())
+        document = outcome.result.model_dump(mode="json")
+        emit_json(json.dumps({"action": outcome.action, **document}))
     elif outcome.action == "already_completed":
         out.print(render.summary_line(outcome.result), highlight=False)
     else:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -66,9 +67,9 @@ class Settings(BaseSettings):
     signal_service_url: str = "http://localhost:8001"
     execution_gateway_url: str = "http://localhost:8002"
     database_url: str = Field(default_factory=default_database_url)
-    capital: Decimal = Field(default=Decimal("100000"), gt=0, max_digits=17, decimal_places=2)
+    capital: Decimal = Field(default=Decimal("100000"), gt=0, max_digits=16, decimal_places=2)
     max_position_size: Decimal = Field(
-        default=Decimal("20000"), gt=0, max_digits=17, decimal_places=2
+        default=Decimal("20000"), gt=0, max_digits=16, decimal_places=2
     )
     strategy_id: str = Field(default="alpha_baseline", pattern=r"^[A-Za-z0-9_.-]{1,100}$")
     dry_run: bool = False
@@ -119,9 +120,15 @@ class Settings(BaseSettings):
         "max_order_notional", "max_gross_exposure", "max_orders_per_run", mode="before"
     )
     @classmethod
-    def _zero_or_blank_is_off(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.strip().lower() in ("", "0", "none", "off"):
-            return None
+    def _zero_or_off_is_off(cls, value: Any) -> Any:
+        """`0`, `off` or `none` turn a limit off; a blank value keeps the default (a stray
+        `MAX_GROSS_EXPOSURE=` line must not silently remove a safety limit)."""
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text == "":
+                raise PydanticUseDefault
+            if text in ("0", "none", "off"):
+                return None
         return value
 
     @field_validator("redis_url")

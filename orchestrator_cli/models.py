@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     ForeignKey,
@@ -94,17 +95,17 @@ class SignalOrderMapping(Base):
         Uuid, ForeignKey(OrchestrationRun.run_id, ondelete="CASCADE"), index=True
     )
     symbol: Mapped[str] = mapped_column(String(16), index=True)
-    predicted_return: Mapped[Decimal] = mapped_column(ExactDecimal(30, 12))
+    predicted_return: Mapped[Decimal] = mapped_column(ExactDecimal(36, 18))
     rank: Mapped[int] = mapped_column(Integer)
-    target_weight: Mapped[Decimal] = mapped_column(ExactDecimal(30, 12))
+    target_weight: Mapped[Decimal] = mapped_column(ExactDecimal(36, 18))
     price: Mapped[Decimal | None] = mapped_column(ExactDecimal(20, 6))
     price_timestamp: Mapped[datetime | None] = mapped_column(UTCDateTime)
     current_qty: Mapped[Decimal] = mapped_column(ExactDecimal(24, 6))
     target_dollars: Mapped[Decimal | None] = mapped_column(ExactDecimal(20, 2))
-    target_qty: Mapped[int | None] = mapped_column(Integer)
+    target_qty: Mapped[int | None] = mapped_column(BigInteger)
     leg: Mapped[int] = mapped_column(Integer, default=0, server_default=_ZERO)
     reduces: Mapped[bool | None] = mapped_column(Boolean)
-    order_qty: Mapped[int | None] = mapped_column(Integer)
+    order_qty: Mapped[int | None] = mapped_column(BigInteger)
     order_side: Mapped[str | None] = mapped_column(String(4))
     client_order_id: Mapped[str | None] = mapped_column(String(24), index=True)
     broker_order_id: Mapped[str | None] = mapped_column(String(64))
@@ -114,7 +115,8 @@ class SignalOrderMapping(Base):
     filled_avg_price: Mapped[Decimal | None] = mapped_column(ExactDecimal(20, 6))
     filled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     skip_reason: Mapped[str | None] = mapped_column(String(40))
-    detail: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(Text)  # the latest outcome's message
+    note: Mapped[str | None] = mapped_column(Text)  # the plan's own note (skip, long-only)
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

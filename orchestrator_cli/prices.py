@@ -53,14 +53,22 @@ def _seconds(delta: timedelta) -> str:
     return f"{delta.total_seconds():.3f}".rstrip("0").rstrip(".")
 
 
+MIN_PRICE = Decimal("0.0001")
+MAX_PRICE = Decimal("1000000000")
+
+
 def check_quote(
     price: Decimal, timestamp: datetime, *, now: datetime, max_age: timedelta
 ) -> str | None:
-    """Why a quote is unusable (not finite, <= 0, older than max_age, > 5 s ahead), or None."""
+    """Why a quote is unusable (not finite, <= 0, out of range, older than max_age, > 5 s
+    ahead), or None. The range [MIN_PRICE, MAX_PRICE] keeps a corrupt quote (1e-7, 1e400)
+    from sizing an absurd order or failing the audit insert."""
     if not price.is_finite():
         return f"price {price} is not finite"
     if price <= 0:
         return f"price {price} is not positive"
+    if not MIN_PRICE <= price <= MAX_PRICE:
+        return f"price {price} is outside the plausible range {MIN_PRICE} to {MAX_PRICE:,}"
     age = now - timestamp
     if age > max_age:
         return f"stale: {_seconds(age)}s old, limit {_seconds(max_age)}s"

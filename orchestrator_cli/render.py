@@ -76,9 +76,12 @@ def mapping_table(result: RunResult) -> Table:
     ):
         table.add_column(header, justify=justify)  # type: ignore[arg-type]
     for m in result.mappings:
-        note = m.client_order_id or ""
-        if m.detail and m.order_status not in ACCEPTED_STATUSES:
-            note = f"{note} {m.detail}".strip()
+        parts = [m.client_order_id or ""]
+        if m.note:
+            parts.append(m.note)
+        if m.detail and m.detail != m.note and m.order_status not in ACCEPTED_STATUSES:
+            parts.append(m.detail)
+        note = " ".join(part for part in parts if part)
         table.add_row(
             m.symbol,
             "-" if m.rank is None else str(m.rank),

@@ -119,7 +119,7 @@ class RunRequest:
     settings_snapshot: dict[str, Any] = field(default_factory=dict)
 
 
-RunAction = Literal["ran", "resumed", "already_completed"]
+RunAction = Literal["ran", "resumed", "already_completed", "unchanged"]
 
 
 @dataclass(frozen=True)
@@ -212,18 +212,34 @@ class Runner:
         )
 
     def execute(self) -> RunOutcome:
-        """Under the run lock: resume an interrupted run, or stop at a completed one, or run."""
+        """Under the run lock: resume an interrupted run, or stop at a completed one, or run.
+
+        A dry run sends nothing, so it takes no lock, never blocks a real run and never
+        touches another run: it plans from positions and the orders of finished runs.
+        """
         req, svc = self.request, self.services
         as_of = req.as_of_date or trading_date(svc.clock())
+        if req.dry_run:
+            with self._tx("reading the day's runs") as session:
+                prior = store.runs_for_date(session, req.strategy_id, as_of)
+            finished = [r for r in prior if r.status != "running"]
+            return RunOutcome(self._new_run(as_of, finished), "ran")
         with self.lock(as_of, self.run_id) as lock:
             prior = self._day_runs(as_of)
             interrupted = [r for r in prior if r.status == "running" and not r.dry_run]
-            if interrupted:
+            if interrupted and req.force:
+                self._abandon(interrupted[-1])
+                prior = self._day_runs(as_of)
+            elif interrupted:
                 run = interrupted[-1]
-                if req.dry_run:
+                differences = self._differences(run)
+                if differences:
                     raise ConfigError(
-                        f"run {run.run_id} of {req.strategy_id} for {as_of} was interrupted; "
-                        f"`orch runs resume {run.run_id}` finishes it (a dry run never sends)"
+                        f"run {run.run_id} of {req.strategy_id} for {as_of} was interrupted and "
+                        f"was planned with other inputs ({'; '.join(differences)}). Nothing was "
+                        f"sent. `orch runs resume {run.run_id}` finishes it as planned; "
+                        "`orch run --force` with the new inputs abandons what it had not sent "
+                        "and plans anew"
                     )
                 lock.point_to(run.run_id)
                 self.run_id = run.run_id
@@ -231,7 +247,7 @@ class Runner:
                 svc.progress(note)
                 return RunOutcome(self.resume(), "resumed", note)
             completed = [r for r in prior if r.status == "completed" and not r.dry_run]
-            if completed and not req.force and not req.dry_run:
+            if completed and not req.force:
                 done = completed[-1]
                 with self._tx("reading the completed run") as session:
                     result = store.load_run(session, done.run_id)
@@ -240,24 +256,57 @@ class Runner:
                     "nothing to do (--force plans what is still missing)"
                 )
                 return RunOutcome(result, "already_completed", note)
-            return RunOutcome(self._new_run(as_of, prior), "ran")
+            finished = [r for r in prior if not (r.dry_run and r.status == "running")]
+            return RunOutcome(self._new_run(as_of, finished), "ran")
+
+    def _differences(self, run: store.RunInfo) -> list[str]:
+        """How this request's inputs differ from those an interrupted run was planned with."""
+        req = self.request
+        found = []
+        if sorted(run.symbols) != sorted(req.symbols):
+            found.append(f"symbols {','.join(run.symbols)}")
+        if run.capital != req.capital:
+            found.append(f"capital {run.capital}")
+        if run.max_position_size != req.max_position_size:
+            found.append(f"max position size {run.max_position_size}")
+        if run.limits is not None and run.limits != req.limits.record():
+            found.append("pre-trade limits")
+        return found
+
+    def _abandon(self, run: store.RunInfo) -> None:
+        """Close an interrupted run for a forced one: settle what may have been sent, record
+        what never left as not sent. Its open orders then count as in flight."""
+        with self._tx("reading the interrupted run") as session:
+            rows = store.order_rows(session, [run.run_id])
+        pending = [r for r in rows if r.outcome in (OutcomeKind.PLANNED, OutcomeKind.UNKNOWN)]
+        never_arrived = self.settle(pending)
+        message = f"abandoned for forced run {self.run_id} before it was sent"
+        with self._tx("abandoning the interrupted run") as session:
+            store.mark_not_sent(
+                session,
+                [r.mapping_id for r in never_arrived],
+                outcome=OutcomeKind.NOT_SENT,
+                order_status="not_sent",
+                message=message,
+                at=self.services.clock(),
+            )
+        self._close_interrupted(run.run_id, f"interrupted; abandoned for forced run {self.run_id}")
 
     def _day_runs(self, as_of: date) -> list[store.RunInfo]:
-        """The day's runs, after closing interrupted ones that there is nothing to resume of:
-        dry runs, and runs killed before their plan was recorded (the plan is committed
-        before any order is sent, so those sent nothing)."""
+        """The day's runs, after closing real runs killed before their plan was recorded:
+        the plan is committed before any order is sent, so those sent nothing."""
         strategy = self.request.strategy_id
         with self._tx("reading the day's runs") as session:
             prior = store.runs_for_date(session, strategy, as_of)
-        closing = [
-            (run.run_id, "dry run interrupted before it finished" if run.dry_run else UNPLANNED)
+        unplanned = [
+            run.run_id
             for run in prior
-            if run.status == "running" and (run.dry_run or not self._plan_recorded(run.run_id))
+            if run.status == "running" and not run.dry_run and not self._plan_recorded(run.run_id)
         ]
-        if not closing:
+        if not unplanned:
             return prior
-        for run_id, message in closing:
-            self._close_interrupted(run_id, message)
+        for run_id in unplanned:
+            self._close_interrupted(run_id, UNPLANNED)
         with self._tx("reading the day's runs") as session:
             return store.runs_for_date(session, strategy, as_of)
 
@@ -423,6 +472,8 @@ class Runner:
                     at=self.services.clock(),
                 )
         gone = {r.mapping_id for r in never_arrived}
+        for run in prior:
+            refresh_run(self.services.sessions, run.run_id, dry_run=run.dry_run)
         with self._tx("reading earlier orders") as session:
             settled = store.order_rows(session, [run.run_id for run in prior])
         in_flight: dict[str, Decimal] = {}
@@ -701,9 +752,29 @@ def resume_run(
     as_of = runner.request.as_of_date or trading_date(services.clock())
     with runner.lock(as_of, run_id):
         with store.transaction(services.sessions, "reading the run") as session:
-            if store.run_info(session, run_id).status == "completed":
-                result = store.load_run(session, run_id)
-                return RunOutcome(result, "already_completed", f"run {run_id} is completed")
+            info = store.run_info(session, run_id)
+            day = store.runs_for_date(session, info.strategy_id, info.as_of_date)
+            result = store.load_run(session, run_id)
+        if info.status == "completed":
+            return RunOutcome(result, "already_completed", f"run {run_id} is completed")
+        position = [r.run_id for r in day].index(run_id)  # runs_for_date: oldest first
+        later = [r for r in day[position + 1 :] if not r.dry_run]
+        if later and not info.dry_run:
+            raise ConfigError(
+                f"run {run_id} was followed by run {later[-1].run_id}, which planned from the "
+                "orders this one had sent: resuming it now could order twice. Nothing was "
+                f"sent; `orch runs sync {run_id}` updates its record"
+            )
+        today = trading_date(services.clock())
+        if trading_date(info.started_at) != today and not info.dry_run:
+            raise ConfigError(
+                f"run {run_id} started on trading day {trading_date(info.started_at)}, not "
+                f"today ({today}): its plan is stale. Nothing was sent; `orch runs sync {run_id}` "
+                "records what reached the gateway"
+            )
+        if info.status != "running" and not result.mappings:
+            note = f"run {run_id} failed before it planned anything: nothing to resume"
+            return RunOutcome(result, "unchanged", note)
         return RunOutcome(runner.resume(), "resumed", f"run {run_id} resumed")
 
 
@@ -720,10 +791,20 @@ def sync_run(run_id: uuid.UUID, services: RunServices) -> RunResult:
     if not dry_run:
         services.progress(f"asking the gateway about {len(rows)} orders")
         runner.settle(rows)
-    with store.transaction(services.sessions, "updating the run's counts") as session:
+    refresh_run(services.sessions, run_id, dry_run=dry_run)
+    with store.transaction(services.sessions, "reading the run") as session:
+        return store.load_run(session, run_id)
+
+
+def refresh_run(sessions: sessionmaker[Session], run_id: uuid.UUID, *, dry_run: bool) -> None:
+    """Re-derive a finished run's counts and status from its orders (after settling them).
+
+    A run still `running` keeps its status. A run that turns out completed loses the error
+    message that described its then-unsettled orders.
+    """
+    with store.transaction(sessions, "updating the run's counts") as session:
         status = store.run_info(session, run_id).status
         counts = store.outcome_counts(session, run_id)
-        if status != "running":
+        if status != "running" and counts.orders_planned:
             status = decide_status(counts, dry_run=dry_run)
         store.refresh_counts(session, run_id, status=status)
-        return store.load_run(session, run_id)

@@ -256,6 +256,7 @@ ACCEPTED_STATUSES = frozenset(
 )
 REJECTED_STATUSES = frozenset({"rejected", "canceled", "expired", "suspended", "failed"})
 # Accepted and not finished: may still fill, so a later run must count it as in flight.
+# `dry_run` is not here: the gateway only logged the order and it never fills.
 OPEN_STATUSES = frozenset(
     {
         "pending_new",
@@ -268,7 +269,6 @@ OPEN_STATUSES = frozenset(
         "calculated",
         "submitted",
         "scheduled",
-        "dry_run",
     }
 )
 BLOCKED_STATUSES = frozenset({"blocked_kill_switch", "blocked_circuit_breaker"})
@@ -386,6 +386,7 @@ class MappingResult(BaseModel):
     order_status: str | None
     skip_reason: str | None
     detail: str | None = None
+    note: str | None = None
     broker_order_id: str | None = None
     filled_qty: NumberOut | None = None
     filled_avg_price: MoneyOut | None = None

@@ -326,7 +326,8 @@ def add_mappings(
                 outcome=planned,
                 order_status=planned,
                 skip_reason=plan.skip_reason.value if plan.skip_reason else None,
-                detail=plan.skip_detail,
+                note=plan.skip_detail,
+                detail=None if plan.needs_order else plan.skip_detail,
             )
         )
     session.add_all(rows)
@@ -486,6 +487,8 @@ def refresh_counts(session: Session, run_id: uuid.UUID, *, status: str) -> None:
     if status not in get_args(RunStatus):
         raise ValueError(f"unknown run status {status!r}")
     row = _run_row(session, run_id)
+    if status == "completed":
+        row.error_message = None
     row.status = status
     _store_counts(row, outcome_counts(session, run_id))
     session.flush()
@@ -653,6 +656,7 @@ class RunInfo:
     symbols: list[str]
     capital: Decimal
     max_position_size: Decimal
+    limits: dict[str, Any] | None
 
 
 def _info(row: OrchestrationRun) -> RunInfo:
@@ -667,6 +671,7 @@ def _info(row: OrchestrationRun) -> RunInfo:
         list(row.symbols),
         row.capital,
         row.max_position_size,
+        row.limits,
     )
 
 

@@ -21,3 +21,17 @@ from orchestrator_cli.config import mask_url
 )
 def test_mask_url_hides_every_password(url, shown):
     assert mask_url(url) == shown
+
+
+def test_dry_run_is_accepted_but_never_in_flight():
+    from orchestrator_cli.schemas import (
+        ACCEPTED_STATUSES,
+        OPEN_STATUSES,
+        OutcomeKind,
+        classify_status,
+    )
+
+    assert classify_status("dry_run") is OutcomeKind.ACCEPTED
+    assert "dry_run" in ACCEPTED_STATUSES
+    assert "dry_run" not in OPEN_STATUSES  # it never fills: a later run must not wait on it
+    assert OPEN_STATUSES < ACCEPTED_STATUSES

@@ -573,3 +573,21 @@ def test_fixed_offset_now_is_fine(tmp_path):
     new_york_now = NOW.astimezone(timezone(timedelta(hours=-5)))
     result = FilePriceSource(path, max_age=MAX_AGE).fetch_prices(["AAPL"], now=new_york_now)
     assert "AAPL" in result.quotes
+
+
+@pytest.mark.parametrize(
+    ("price", "usable"),
+    [
+        ("0.0001", True),
+        ("0.00009999", False),  # a corrupt sub-penny quote would size an absurd order
+        ("1000000000", True),
+        ("1000000000.01", False),
+        ("1E+400", False),
+    ],
+)
+def test_check_quote_refuses_implausible_prices(price, usable):
+    now = datetime(2024, 12, 31, 14, 30, tzinfo=UTC)
+    reason = check_quote(Decimal(price), now, now=now, max_age=timedelta(seconds=60))
+    assert (reason is None) == usable
+    if not usable:
+        assert "plausible range" in (reason or "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import uuid
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from fakes import (
@@ -20,7 +21,7 @@ from fakes import (
 from sqlalchemy import select
 
 from orchestrator_cli import store
-from orchestrator_cli.errors import RunInProgressError
+from orchestrator_cli.errors import ConfigError, RunInProgressError
 from orchestrator_cli.locking import holder_id, is_stale
 from orchestrator_cli.models import OrchestrationRun, RunLock
 from orchestrator_cli.runner import execute_run, resume_run, sync_run
@@ -153,20 +154,81 @@ def test_resume_run_by_id_and_a_completed_run_has_nothing_to_resume(session_fact
     assert len(gateway.sent) == 3
 
 
-def test_dry_run_does_not_resume_a_real_interrupted_run(session_factory):
+def test_a_dry_run_leaves_an_interrupted_run_alone_and_takes_no_lock(session_factory):
     gateway = FakeGateway()
     crash_after(gateway, 1)
     with pytest.raises(Crash):
         execute_run(make_request(["AAPL", "MSFT", "GOOGL"]), services(session_factory, gateway))
     gateway.on_submit = None
-    from orchestrator_cli.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="orch runs resume"):
-        execute_run(
-            make_request(["AAPL", "MSFT", "GOOGL"], dry_run=True),
-            services(session_factory, gateway),
-        )
+    put_lock(session_factory, "elsewhere:4242", timedelta(seconds=1))  # a live real run
+    preview = execute_run(
+        make_request(["AAPL", "MSFT", "GOOGL"], dry_run=True), services(session_factory, gateway)
+    )
+    assert (preview.action, preview.result.status, preview.result.dry_run) == (
+        "ran",
+        "completed",
+        True,
+    )
     assert len(gateway.sent) == 1
+    with session_factory() as session:
+        statuses = sorted(session.scalars(select(OrchestrationRun.status)).all())
+    assert statuses == ["completed", "running"]  # the interrupted run is untouched
+
+
+def test_resume_refuses_a_run_that_a_later_run_followed(session_factory):
+    gateway = FakeGateway(answers={"MSFT": "kill_switch"})
+    first = execute_run(make_request(["AAPL", "MSFT", "GOOGL"]), services(session_factory, gateway))
+    assert first.result.status == "partial"
+    gateway.answers = {}
+    later = execute_run(make_request(["AAPL", "MSFT", "GOOGL"]), services(session_factory, gateway))
+    assert later.action == "ran"
+    sent = len(gateway.sent)
+    with pytest.raises(ConfigError, match="could order twice"):
+        resume_run(first.result.run_id, services(session_factory, gateway))
+    assert len(gateway.sent) == sent
+
+
+def test_resume_refuses_a_plan_from_an_earlier_trading_day(session_factory):
+    gateway = FakeGateway()
+    crash_after(gateway, 1)
+    yesterday = services(session_factory, gateway)
+    yesterday.clock = lambda: NOW - timedelta(days=1)
+    with pytest.raises(Crash):
+        execute_run(make_request(["AAPL", "MSFT", "GOOGL"], as_of_date=None), yesterday)
+    gateway.on_submit = None
+    with session_factory() as session:
+        old = session.scalars(select(OrchestrationRun.run_id)).one()
+    with pytest.raises(ConfigError, match="plan is stale"):
+        resume_run(old, services(session_factory, gateway))
+    assert len(gateway.sent) == 1
+
+
+def test_an_interrupted_run_is_not_resumed_with_other_inputs_unless_forced(session_factory):
+    gateway = FakeGateway()
+    crash_after(gateway, 1)
+    with pytest.raises(Crash):
+        execute_run(make_request(["AAPL", "MSFT", "GOOGL"]), services(session_factory, gateway))
+    gateway.on_submit = None
+    tighter = make_request(["AAPL", "MSFT", "GOOGL"], capital=Decimal("10000"))
+    with pytest.raises(ConfigError, match="other inputs") as refused:
+        execute_run(tighter, services(session_factory, gateway))
+    assert "capital 100000" in str(refused.value)
+    assert len(gateway.sent) == 1
+
+    forced = execute_run(
+        make_request(["AAPL", "MSFT", "GOOGL"], capital=Decimal("10000"), force=True),
+        services(session_factory, gateway),
+    )
+    assert forced.action == "ran"
+    with session_factory() as session:
+        runs = {r.run_id: r for r in session.scalars(select(OrchestrationRun))}
+    abandoned = next(r for r in runs.values() if r.run_id != forced.result.run_id)
+    assert abandoned.status == "partial"  # its first order went out; the rest never did
+    assert "abandoned" in (abandoned.error_message or "")
+    # the first order of the abandoned run was at the gateway: the forced run counted it as
+    # in flight (the fake gateway reports it filled, so it is held... and sized anew)
+    ids = [o.client_order_id for o in gateway.sent]
+    assert len(ids) == len(set(ids))
 
 
 def test_sync_refreshes_orders_from_the_gateway(session_factory):

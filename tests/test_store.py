@@ -113,8 +113,8 @@ def test_run_and_mappings_round_trip_exactly(session_factory, make_plan):
     )
     assert (run.num_signals, run.num_orders_submitted, run.num_orders_accepted) == (2, 1, 1)
 
-    assert str(aapl.target_weight) == "0.333333333333"
-    assert str(aapl.predicted_return) == "-0.000123456789"
+    assert aapl.target_weight == Decimal("0.333333333333")
+    assert aapl.predicted_return == Decimal("-0.000123456789")
     assert str(aapl.price) == "187.123456"
     assert aapl.current_qty == Decimal("-12.5")
     assert aapl.target_dollars == Decimal("20000.00")
@@ -141,13 +141,25 @@ def test_decimals_are_stored_at_the_column_scale_on_every_backend(session_factor
     with session_factory.begin() as session:
         run_id = new_run(session)
         store.add_mappings(
-            session, run_id, [make_plan(price="150", target_weight="0.1234567890125")], ["c-1"]
+            session,
+            run_id,
+            [make_plan(price="150", target_weight="0.1234567890123456785")],
+            ["c-1"],
         )
     with session_factory() as session:
         mapping = session.scalars(select(SignalOrderMapping)).one()
     # Same text on both backends: quantized to the scale, half away from zero.
     assert str(mapping.price) == "150.000000"
-    assert str(mapping.target_weight) == "0.123456789013"
+    assert str(mapping.target_weight) == "0.123456789012345679"
+
+
+def test_a_float_weight_from_json_is_kept_exactly(session_factory, make_plan):
+    weight = Decimal(str(1 / 3))  # 0.3333333333333333, as the Signal Service sends it
+    with session_factory.begin() as session:
+        run_id = new_run(session)
+        store.add_mappings(session, run_id, [make_plan(target_weight=str(weight))], ["c-1"])
+    with session_factory() as session:
+        assert session.scalars(select(SignalOrderMapping.target_weight)).one() == weight
 
 
 @pytest.mark.parametrize(
