@@ -209,7 +209,10 @@ def serve_sandbox(
         if auth_secret:
             console.print("Requests to /api/v1/* must be signed: export INTERNAL_TOKEN_SECRET.")
         elif bearer_token:
-            console.print("Requests to /api/v1/* need the bearer token: export GATEWAY_API_TOKEN.")
+            console.print(
+                "Requests to /api/v1/* need the bearer token: export SIGNAL_API_TOKEN and "
+                "GATEWAY_API_TOKEN."
+            )
         console.print("Ctrl-C stops it.")
         with suppress(KeyboardInterrupt):
             sandbox.wait()
