@@ -280,16 +280,10 @@ class Runner:
             rows = store.order_rows(session, [run.run_id])
         pending = [r for r in rows if r.outcome in (OutcomeKind.PLANNED, OutcomeKind.UNKNOWN)]
         never_arrived = self.settle(pending)
-        message = f"abandoned for forced run {self.run_id} before it was sent"
-        with self._tx("abandoning the interrupted run") as session:
-            store.mark_not_sent(
-                session,
-                [r.mapping_id for r in never_arrived],
-                outcome=OutcomeKind.NOT_SENT,
-                order_status="not_sent",
-                message=message,
-                at=self.services.clock(),
-            )
+        self._mark_not_sent(
+            [r.mapping_id for r in never_arrived],
+            f"abandoned for forced run {self.run_id} before it was sent",
+        )
         self._close_interrupted(run.run_id, f"interrupted; abandoned for forced run {self.run_id}")
 
     def _day_runs(self, as_of: date) -> list[store.RunInfo]:
@@ -461,16 +455,10 @@ class Runner:
             return {}
         self.services.progress(f"checking {len(rows)} orders of earlier runs at the gateway")
         never_arrived = self.settle(rows)
-        if never_arrived:
-            with self._tx("recording orders that never arrived") as session:
-                store.mark_not_sent(
-                    session,
-                    [r.mapping_id for r in never_arrived],
-                    outcome=OutcomeKind.NOT_SENT,
-                    order_status="not_sent",
-                    message=f"not at the gateway when run {self.run_id} checked it",
-                    at=self.services.clock(),
-                )
+        self._mark_not_sent(
+            [r.mapping_id for r in never_arrived],
+            f"not at the gateway when run {self.run_id} checked it",
+        )
         gone = {r.mapping_id for r in never_arrived}
         for run in prior:
             refresh_run(self.services.sessions, run.run_id, dry_run=run.dry_run)
@@ -671,17 +659,21 @@ class Runner:
 
     def _refuse_plan(self, orders: list[tuple[int, bool, OrderRequest]], message: str) -> RunResult:
         """Record every planned order as not sent and fail the run with `message`."""
-        if orders:
-            with self._tx("recording unsent orders") as session:
-                store.mark_not_sent(
-                    session,
-                    [mapping_id for mapping_id, _, _ in orders],
-                    outcome=OutcomeKind.NOT_SENT,
-                    order_status="not_sent",
-                    message=message,
-                    at=self.services.clock(),
-                )
+        self._mark_not_sent([mapping_id for mapping_id, _, _ in orders], message)
         return self._finish("failed", message)
+
+    def _mark_not_sent(self, mapping_ids: list[int], message: str) -> None:
+        if not mapping_ids:
+            return
+        with self._tx("recording orders that were not sent") as session:
+            store.mark_not_sent(
+                session,
+                mapping_ids,
+                outcome=OutcomeKind.NOT_SENT,
+                order_status="not_sent",
+                message=message,
+                at=self.services.clock(),
+            )
 
     def _finish(self, status: RunStatus | None, error_message: str | None) -> RunResult:
         dry_run = self.request.dry_run
