@@ -292,6 +292,16 @@ class Runner:
         strategy = self.request.strategy_id
         with self._tx("reading the day's runs") as session:
             prior = store.runs_for_date(session, strategy, as_of)
+            stale = store.unfinished_runs_before(session, strategy, as_of)
+        for run in stale:
+            logger.warning(
+                "run %s of %s for %s never finished (its process died); its plan is stale and "
+                "will not be resumed: `orch runs sync %s` records what reached the gateway",
+                run.run_id,
+                strategy,
+                run.as_of_date,
+                run.run_id,
+            )
         unplanned = [
             run.run_id
             for run in prior

@@ -679,6 +679,21 @@ def run_info(session: Session, run_id: uuid.UUID) -> RunInfo:
     return _info(_run_row(session, run_id))
 
 
+def unfinished_runs_before(session: Session, strategy_id: str, as_of_date: date) -> list[RunInfo]:
+    """Real runs of a strategy for earlier dates still marked `running` (their process died)."""
+    rows = session.scalars(
+        select(OrchestrationRun)
+        .where(
+            OrchestrationRun.strategy_id == strategy_id,
+            OrchestrationRun.as_of_date < as_of_date,
+            OrchestrationRun.status == "running",
+            OrchestrationRun.dry_run.is_(False),
+        )
+        .order_by(OrchestrationRun.started_at)
+    )
+    return [_info(row) for row in rows]
+
+
 def runs_for_date(session: Session, strategy_id: str, as_of_date: date) -> list[RunInfo]:
     """The runs of a strategy and trading date, oldest first."""
     rows = session.scalars(

@@ -203,6 +203,23 @@ def test_resume_refuses_a_plan_from_an_earlier_trading_day(session_factory):
     assert len(gateway.sent) == 1
 
 
+def test_todays_run_warns_about_an_earlier_day_left_running(session_factory, caplog):
+    gateway = FakeGateway()
+    crash_after(gateway, 1)
+    yesterday = services(session_factory, gateway)
+    yesterday.clock = lambda: NOW - timedelta(days=1)
+    with pytest.raises(Crash):
+        execute_run(make_request(["AAPL", "MSFT", "GOOGL"], as_of_date=None), yesterday)
+    gateway.on_submit = None
+    with session_factory() as session:
+        old = session.scalars(select(OrchestrationRun.run_id)).one()
+    today = execute_run(
+        make_request(["AAPL", "MSFT", "GOOGL"], as_of_date=None), services(session_factory, gateway)
+    )
+    assert (today.action, today.result.status) == ("ran", "completed")
+    assert f"orch runs sync {old}" in caplog.text
+
+
 def test_an_interrupted_run_is_not_resumed_with_other_inputs_unless_forced(session_factory):
     gateway = FakeGateway()
     crash_after(gateway, 1)
