@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+import signal
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -77,7 +79,15 @@ def handle_errors(ctx: typer.Context) -> Iterator[None]:
             err.print_exception()
         err.print(f"[red]Error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
-    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
+        err.print(
+            "[red]Error:[/red] interrupted: no further order was sent. Orders already sent are "
+            "recorded with their client_order_id; `orch run` again (same arguments) or "
+            "`orch runs resume <run_id>` settles and finishes the run",
+            soft_wrap=True,
+        )
+        raise typer.Exit(ExitCode.FAILED) from None
+    except (typer.Exit, typer.Abort):
         raise
     except Exception as exc:
         if debug:
@@ -527,5 +537,12 @@ def sandbox_command(
         )
 
 
+def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
+    """SIGTERM (systemd, a cron timeout, `kill`) stops the run like Ctrl-C: nothing more is
+    sent, the run lock is released at once, and the run can be resumed."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     app()

@@ -416,20 +416,31 @@ class Runner:
     def settle(self, rows: Sequence[store.OrderRow]) -> list[store.OrderRow]:
         """Ask the gateway about each order; record what it has, return those it never saw.
 
-        An order the gateway cannot be asked about stays as it is (unknown or planned).
+        An order the gateway cannot be asked about stays as it is (unknown or planned). The
+        lookups go out concurrently (bounded like orders); each answer is recorded as it comes.
         """
-        never_arrived = []
-        for row in rows:
+        if not rows:
+            return []
+
+        def look_up(row: store.OrderRow) -> OrderDetail | ServiceError | None:
             try:
-                detail = self.services.gateway.get_order(row.client_order_id)
+                return self.services.gateway.get_order(row.client_order_id)
             except ServiceError as exc:
-                logger.warning("could not settle %s: %s", row.client_order_id, exc)
-                continue
-            if detail is None:
-                never_arrived.append(row)
-                continue
-            with self._tx("recording an order's state at the gateway") as session:
-                store.record_order_detail(session, row.mapping_id, detail, at=self.services.clock())
+                return exc
+
+        never_arrived = []
+        workers = min(self.request.order_concurrency, len(rows))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="orch-settle") as pool:
+            for row, answer in zip(rows, pool.map(look_up, rows), strict=True):
+                if isinstance(answer, ServiceError):
+                    logger.warning("could not settle %s: %s", row.client_order_id, answer)
+                elif answer is None:
+                    never_arrived.append(row)
+                else:
+                    with self._tx("recording an order's state at the gateway") as session:
+                        store.record_order_detail(
+                            session, row.mapping_id, answer, at=self.services.clock()
+                        )
         return never_arrived
 
     def _settle_unknown(self) -> None:
@@ -647,25 +658,38 @@ class Runner:
             futures: dict[Future[SubmitOutcome], int] = {
                 pool.submit(self._send_one, order): mapping_id for mapping_id, order in orders
             }
-            for future in as_completed(futures):
-                outcome = future.result()
-                done += 1
-                if db_error is not None:
-                    continue
-                try:
-                    with self._tx("recording an order outcome") as session:
-                        store.record_outcome(session, futures[future], outcome, at=svc.clock())
-                except DatabaseError as exc:
-                    self._halt_reason = "the database failed"
-                    self._halt.set()
-                    db_error = exc
-                svc.progress(f"[{done}/{total}] {outcome.client_order_id}: {outcome.order_status}")
+            try:
+                for future in as_completed(futures):
+                    outcome = future.result()
+                    done += 1
+                    if db_error is None:
+                        db_error = self._record(futures[future], outcome)
+                    svc.progress(
+                        f"[{done}/{total}] {outcome.client_order_id}: {outcome.order_status}"
+                    )
+            except BaseException:
+                # Interrupted (SIGINT/SIGTERM): send nothing more. Orders already out are in
+                # the recorded plan; resume settles them by client_order_id.
+                self._halt_reason = "orch was interrupted"
+                self._halt.set()
+                raise
         if db_error is not None:
             raise DatabaseError(
                 f"{db_error}; run {self.run_id} stopped sending orders. Every sent order is in "
                 "its recorded plan with its client_order_id; check them at the gateway"
             ) from db_error
         return done
+
+    def _record(self, mapping_id: int, outcome: SubmitOutcome) -> DatabaseError | None:
+        """Commit one outcome; on a database failure stop sending and return the error."""
+        try:
+            with self._tx("recording an order outcome") as session:
+                store.record_outcome(session, mapping_id, outcome, at=self.services.clock())
+        except DatabaseError as exc:
+            self._halt_reason = "the database failed"
+            self._halt.set()
+            return exc
+        return None
 
     def _refuse_plan(self, orders: list[tuple[int, bool, OrderRequest]], message: str) -> RunResult:
         """Record every planned order as not sent and fail the run with `message`."""

@@ -459,3 +459,44 @@ def test_limits_are_enforced_and_shown(orch: Orch, sandbox: Sandbox) -> None:
     code, refused = orch.json("run", "--symbols", SYMBOLS, "--max-gross-exposure", "0.1", "--force")
     assert code == 1
     assert "MAX_GROSS_EXPOSURE" in refused["error_message"]
+
+
+def test_sigterm_stops_sending_releases_the_lock_and_the_run_resumes(
+    orch: Orch, sandbox: Sandbox
+) -> None:
+    from orchestrator_cli.models import RunLock
+
+    args = ("run", "--symbols", ",".join(f"T{i:02d}" for i in range(10)), "--top-n", "10")
+    args += ("--bottom-n", "0")
+    sandbox.faults.latency_ms = 150
+    process = subprocess.Popen(
+        orch.command(*args),
+        cwd=orch.cwd,
+        env={**orch.env, "ORDER_CONCURRENCY": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while sandbox.state.orders_created() < 2 and process.poll() is None:
+        assert time.monotonic() < deadline, "no orders reached the sandbox"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1, stderr
+    assert "interrupted: no further order was sent" in stderr
+    assert sandbox.state.orders_created() < 10
+    engine = store.make_engine(orch.database_url)
+    try:
+        with engine.connect() as connection:
+            assert connection.scalars(select(RunLock.run_id)).all() == []  # released at once
+    finally:
+        engine.dispose()
+
+    sandbox.faults.latency_ms = 0
+    code, run = orch.json(*args)
+    assert code == 0, run
+    assert run["action"] == "resumed"
+    assert sandbox.state.orders_created() == 10
+    planned = {m["client_order_id"] for m in run["mappings"] if m["client_order_id"]}
+    assert set(sandbox.state.snapshot()["orders"]) == planned
