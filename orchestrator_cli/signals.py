@@ -38,7 +38,6 @@ from orchestrator_cli.transport import (
 )
 
 GENERATE_PATH = "/api/v1/signals/generate"
-READY_PATH = "/ready"
 
 # What each non-retryable status means at the Signal Service, and what the user can do about it.
 _STATUS_HINTS = {
@@ -126,13 +125,6 @@ class SignalClient:
         if problems:
             raise self._bad_payload(listed_problems(problems))
         return parsed
-
-    def is_ready(self) -> bool:
-        """True only when `GET /ready` answers 200; another status or a transport error is False."""
-        try:
-            return self._http.request("GET", READY_PATH).status_code == 200
-        except requests.RequestException:
-            return False
 
     def _unavailable(
         self, reason: str, attempts: str, retry_after: float | None = None

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+import responses
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -167,3 +168,16 @@ def redis_server() -> str:
     finally:
         client.close()
     return REDIS_TEST_URL
+
+
+@pytest.fixture
+def rsps() -> Iterator[responses.RequestsMock]:
+    """Every registered reply must be requested (client tests assert their call counts)."""
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        yield mock
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    """Injected as an HttpClient's `sleep`: records the waits, so retries never wait."""
+    return []

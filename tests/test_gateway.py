@@ -69,17 +69,6 @@ def add_reply(rsps, method: str, url: str, reply: Any) -> None:
         rsps.add(method, url, status=status, json=body, headers=headers)
 
 
-@pytest.fixture
-def rsps():
-    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
-        yield mock
-
-
-@pytest.fixture
-def sleeps() -> list[float]:
-    return []
-
-
 def make_client(sleeps: list[float], session: requests.Session, base: str = BASE) -> GatewayClient:
     http = HttpClient(
         service="Execution Gateway",

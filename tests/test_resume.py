@@ -64,6 +64,32 @@ def crash_after(gateway: FakeGateway, n: int) -> None:
     gateway.on_submit = maybe_crash
 
 
+class DyingSignals(FakeSignals):
+    def fetch_signals(self, symbols, **kwargs):
+        raise Crash
+
+
+def kill_before_the_plan(session_factory, gateway: FakeGateway) -> None:
+    """A run dies after its run row, before its plan is recorded."""
+    dying = services_for(
+        session_factory, DyingSignals(signals_of(*SIGNALS)), gateway, FakePrices(PRICES)
+    )
+    with pytest.raises(Crash):
+        execute_run(make_request(["AAPL", "MSFT", "GOOGL"]), dying)
+
+
+def crash_yesterday(session_factory, gateway: FakeGateway) -> uuid.UUID:
+    """Yesterday's run dies after its first order; returns its id."""
+    crash_after(gateway, 1)
+    yesterday = services(session_factory, gateway)
+    yesterday.clock = lambda: NOW - timedelta(days=1)
+    with pytest.raises(Crash):
+        execute_run(make_request(["AAPL", "MSFT", "GOOGL"], as_of_date=None), yesterday)
+    gateway.on_submit = None
+    with session_factory() as session:
+        return session.scalars(select(OrchestrationRun.run_id)).one()
+
+
 def test_a_live_holder_means_run_in_progress(session_factory):
     other = put_lock(session_factory, "elsewhere:4242", timedelta(seconds=5))
     gateway = FakeGateway()
@@ -190,14 +216,7 @@ def test_resume_refuses_a_run_that_a_later_run_followed(session_factory):
 
 def test_resume_refuses_a_plan_from_an_earlier_trading_day(session_factory):
     gateway = FakeGateway()
-    crash_after(gateway, 1)
-    yesterday = services(session_factory, gateway)
-    yesterday.clock = lambda: NOW - timedelta(days=1)
-    with pytest.raises(Crash):
-        execute_run(make_request(["AAPL", "MSFT", "GOOGL"], as_of_date=None), yesterday)
-    gateway.on_submit = None
-    with session_factory() as session:
-        old = session.scalars(select(OrchestrationRun.run_id)).one()
+    old = crash_yesterday(session_factory, gateway)
     with pytest.raises(ConfigError, match="plan is stale"):
         resume_run(old, services(session_factory, gateway))
     assert len(gateway.sent) == 1
@@ -205,14 +224,7 @@ def test_resume_refuses_a_plan_from_an_earlier_trading_day(session_factory):
 
 def test_todays_run_warns_about_an_earlier_day_left_running(session_factory, caplog):
     gateway = FakeGateway()
-    crash_after(gateway, 1)
-    yesterday = services(session_factory, gateway)
-    yesterday.clock = lambda: NOW - timedelta(days=1)
-    with pytest.raises(Crash):
-        execute_run(make_request(["AAPL", "MSFT", "GOOGL"], as_of_date=None), yesterday)
-    gateway.on_submit = None
-    with session_factory() as session:
-        old = session.scalars(select(OrchestrationRun.run_id)).one()
+    old = crash_yesterday(session_factory, gateway)
     today = execute_run(
         make_request(["AAPL", "MSFT", "GOOGL"], as_of_date=None), services(session_factory, gateway)
     )
@@ -279,16 +291,8 @@ def test_lock_is_released_after_a_refused_run(session_factory):
 def test_a_run_killed_before_its_plan_was_recorded_is_closed_and_the_day_planned_anew(
     session_factory,
 ):
-    class DyingSignals(FakeSignals):
-        def fetch_signals(self, symbols, **kwargs):
-            raise Crash
-
     gateway = FakeGateway()
-    dying = services_for(
-        session_factory, DyingSignals(signals_of(*SIGNALS)), gateway, FakePrices(PRICES)
-    )
-    with pytest.raises(Crash):
-        execute_run(make_request(["AAPL", "MSFT", "GOOGL"]), dying)
+    kill_before_the_plan(session_factory, gateway)
     with session_factory() as session:
         empty = session.scalars(select(OrchestrationRun)).one()
     assert empty.status == "running"
@@ -307,16 +311,8 @@ def test_a_run_killed_before_its_plan_was_recorded_is_closed_and_the_day_planned
 
 
 def test_the_next_run_closes_an_unplanned_interrupted_run_by_itself(session_factory):
-    class DyingSignals(FakeSignals):
-        def fetch_signals(self, symbols, **kwargs):
-            raise Crash
-
     gateway = FakeGateway()
-    dying = services_for(
-        session_factory, DyingSignals(signals_of(*SIGNALS)), gateway, FakePrices(PRICES)
-    )
-    with pytest.raises(Crash):
-        execute_run(make_request(["AAPL", "MSFT", "GOOGL"]), dying)
+    kill_before_the_plan(session_factory, gateway)
     outcome = execute_run(
         make_request(["AAPL", "MSFT", "GOOGL"]), services(session_factory, gateway)
     )

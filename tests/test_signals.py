@@ -18,7 +18,6 @@ from orchestrator_cli.transport import HttpClient, response_detail
 
 BASE = "http://signals.test"
 URL = f"{BASE}/api/v1/signals/generate"
-READY_URL = f"{BASE}/ready"
 AS_OF = date(2024, 12, 31)
 SYMBOLS = ["AAPL", "MSFT", "TSLA"]
 BAD = "Signal Service returned a bad payload at POST /api/v1/signals/generate: "
@@ -45,17 +44,6 @@ GOOD_SIGNALS = [
 def payload(signals: list[str] = GOOD_SIGNALS, metadata: str = METADATA) -> str:
     """The body as text, so literals like NaN or 1.5 reach the client exactly as written."""
     return f'{{"signals": [{", ".join(signals)}], "metadata": {metadata}}}'
-
-
-@pytest.fixture
-def rsps():
-    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
-        yield mock
-
-
-@pytest.fixture
-def sleeps() -> list[float]:
-    return []
 
 
 def make_client(sleeps: list[float], session: requests.Session, base: str = BASE) -> SignalClient:
@@ -361,17 +349,3 @@ def test_response_detail(body, expected):
     response._content = body.encode()
     response.status_code = 400
     assert response_detail(response) == expected
-
-
-# --- readiness ------------------------------------------------------------------------------
-
-
-def test_is_ready_only_on_200(rsps, client, sleeps):
-    rsps.add(responses.GET, READY_URL, json={"status": "ready"})
-    assert client.is_ready() is True
-    rsps.replace(responses.GET, READY_URL, status=503, json={"status": "not ready"})
-    assert client.is_ready() is False
-    rsps.replace(responses.GET, READY_URL, status=500)
-    assert client.is_ready() is False
-    rsps.replace(responses.GET, READY_URL, body=requests.ConnectionError("refused"))
-    assert client.is_ready() is False

@@ -26,17 +26,6 @@ def refused() -> requests.ConnectionError:
 
 
 @pytest.fixture
-def rsps():
-    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
-        yield mock
-
-
-@pytest.fixture
-def sleeps() -> list[float]:
-    return []
-
-
-@pytest.fixture
 def http(sleeps):
     with requests.Session() as session:
         yield HttpClient(
