@@ -20,25 +20,17 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from orchestrator_cli import __version__, render, store
+from orchestrator_cli.clock import check_as_of, utc_now
 from orchestrator_cli.config import Settings, load_settings, mask_url
 from orchestrator_cli.errors import ConfigError, ExitCode, OrchError
-from orchestrator_cli.runner import (
-    RunOutcome,
-    RunRequest,
-    execute_run,
-    resume_run,
-    sync_run,
-    trading_date,
-    utc_now,
-)
+from orchestrator_cli.runner import RunOutcome, execute_run, resume_run, sync_run
 from orchestrator_cli.schemas import SYMBOL_PATTERN, RunStatus, symbols_from
 from orchestrator_cli.wiring import (
-    build_run_services,
-    limits_from,
     open_database,
+    prepare_existing,
+    prepare_run,
     sandboxed,
     serve_sandbox,
-    settings_snapshot,
 )
 
 app = typer.Typer(
@@ -159,16 +151,26 @@ def parse_as_of(value: str | None) -> date | None:
         as_of = date.fromisoformat(value)
     except ValueError as exc:
         raise ConfigError(f"--as-of {value!r} is not a date: use YYYY-MM-DD") from exc
-    today = trading_date(utc_now())
-    if as_of > today:
-        raise ConfigError(f"--as-of {as_of} is after today's trading date {today} (New York)")
-    if as_of < today or as_of.weekday() >= 5:
-        logger.warning(
-            "--as-of %s is not today's trading date %s: orders go out now, at today's prices",
-            as_of,
-            today,
-        )
+    warning = check_as_of(as_of, utc_now())
+    if warning is not None:
+        logger.warning("%s", warning)
     return as_of
+
+
+def settings_from_options(ctx: typer.Context) -> Settings:
+    """Settings with the command's options that are named after a setting laid over them.
+
+    An option not given is None (a switch not set is False) and leaves the setting alone; an
+    error names the option as the user typed it.
+    """
+    given: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if param.name in Settings.model_fields and value is not None and value is not False:
+            given[param.name] = value
+            spelled[param.name] = param.opts[0]
+    return load_settings(given, **spelled)
 
 
 def print_version(value: bool) -> None:
@@ -183,7 +185,7 @@ def main_options(
     debug: Annotated[
         bool, typer.Option("--debug", help="Show tracebacks for errors (may include URLs).")
     ] = False,
-    show_version: Annotated[  # noqa: ARG001 - handled by its eager callback
+    show_version: Annotated[
         bool,
         typer.Option(
             "--version",
@@ -207,7 +209,9 @@ def run(
         Path | None,
         typer.Option(help="File of symbols (comma- or line-separated, # comments)."),
     ] = None,
-    strategy: Annotated[str | None, typer.Option(help="Strategy id (env STRATEGY_ID).")] = None,
+    strategy_id: Annotated[
+        str | None, typer.Option("--strategy", help="Strategy id (env STRATEGY_ID).")
+    ] = None,
     as_of: Annotated[
         str | None,
         typer.Option(help="Trading date YYYY-MM-DD (default: today in New York)."),
@@ -225,7 +229,7 @@ def run(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Plan and record, send no order (env DRY_RUN).")
     ] = False,
-    live: Annotated[
+    allow_live_trading: Annotated[
         bool,
         typer.Option(
             "--live", help="Allow a gateway that trades a live account (env ALLOW_LIVE_TRADING)."
@@ -238,15 +242,20 @@ def run(
         str | None,
         typer.Option(help="Refuse plans above this x capital (env MAX_GROSS_EXPOSURE, 2)."),
     ] = None,
-    max_orders: Annotated[
-        str | None, typer.Option(help="Refuse plans with more orders (env MAX_ORDERS_PER_RUN).")
+    max_orders_per_run: Annotated[
+        str | None,
+        typer.Option(
+            "--max-orders", help="Refuse plans with more orders (env MAX_ORDERS_PER_RUN)."
+        ),
     ] = None,
     long_only: Annotated[
         bool, typer.Option("--long-only", help="Treat short signals as 0 (env LONG_ONLY).")
     ] = False,
-    restricted: Annotated[
+    restricted_symbols: Annotated[
         str | None,
-        typer.Option(help="Comma-separated symbols never traded (env RESTRICTED_SYMBOLS)."),
+        typer.Option(
+            "--restricted", help="Comma-separated symbols never traded (env RESTRICTED_SYMBOLS)."
+        ),
     ] = None,
     min_trade_dollars: Annotated[
         str | None, typer.Option(help="Skip smaller rebalances (env MIN_TRADE_DOLLARS).")
@@ -262,9 +271,12 @@ def run(
             help="Run again although today's run completed (plans only what is still missing).",
         ),
     ] = False,
-    deadline_seconds: Annotated[
+    run_deadline_seconds: Annotated[
         str | None,
-        typer.Option(help="Send no new order after this long (env RUN_DEADLINE_SECONDS, 300)."),
+        typer.Option(
+            "--deadline-seconds",
+            help="Send no new order after this long (env RUN_DEADLINE_SECONDS, 300).",
+        ),
     ] = None,
     sandbox: Annotated[
         bool,
@@ -282,48 +294,19 @@ def run(
     4 invalid input, 75 another run in progress, 70 internal error.
     """
     with handle_errors(ctx):
-        settings = load_settings(
-            {
-                "strategy_id": strategy,
-                "capital": capital,
-                "max_position_size": max_position_size,
-                "dry_run": True if dry_run else None,
-                "allow_live_trading": True if live else None,
-                "max_order_notional": max_order_notional,
-                "max_gross_exposure": max_gross_exposure,
-                "max_orders_per_run": max_orders,
-                "long_only": True if long_only else None,
-                "restricted_symbols": restricted,
-                "min_trade_dollars": min_trade_dollars,
-                "min_trade_pct": min_trade_pct,
-                "run_deadline_seconds": deadline_seconds,
-            },
-            strategy_id="--strategy",
-            max_orders_per_run="--max-orders",
-            allow_live_trading="--live",
-            restricted_symbols="--restricted",
-            run_deadline_seconds="--deadline-seconds",
-        )
+        settings = settings_from_options(ctx)
         setup_logging(settings.log_level)
         universe = parse_symbols(symbols, symbols_file)
         as_of_date = parse_as_of(as_of)
         with sandboxed(settings, enabled=sandbox) as effective:
-            services = build_run_services(effective, progress=logger.info)
-            request = RunRequest(
-                symbols=universe,
-                strategy_id=effective.strategy_id,
-                capital=effective.capital,
-                max_position_size=effective.max_position_size,
+            request, services = prepare_run(
+                effective,
+                universe,
                 as_of_date=as_of_date,
                 top_n=top_n,
                 bottom_n=bottom_n,
-                dry_run=effective.dry_run,
-                order_concurrency=effective.order_concurrency,
-                limits=limits_from(effective),
-                allow_live_trading=effective.allow_live_trading,
                 force=force,
-                lock_stale_seconds=effective.lock_stale_seconds,
-                settings_snapshot=settings_snapshot(effective),
+                progress=logger.info,
             )
             outcome = execute_run(request, services)
         show_outcome(outcome, json_output=json_output)
@@ -398,7 +381,7 @@ def runs_show(
 def runs_resume(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="Run id: the full UUID or a unique prefix.")],
-    live: Annotated[
+    allow_live_trading: Annotated[
         bool,
         typer.Option("--live", help="Allow a gateway on a live account (env ALLOW_LIVE_TRADING)."),
     ] = False,
@@ -410,19 +393,12 @@ def runs_resume(
     those the gateway never saw are sent (with the same id). Nothing is re-planned.
     """
     with handle_errors(ctx):
-        settings = load_settings({"allow_live_trading": True if live else None})
+        settings = settings_from_options(ctx)
         setup_logging(settings.log_level)
-        services = build_run_services(settings, progress=logger.info, with_prices=False)
+        execution, services = prepare_existing(settings, progress=logger.info)
         with store.transaction(services.sessions, "finding the run") as session:
             found = store.resolve_run_id(session, run_id)
-        outcome = resume_run(
-            found,
-            services,
-            order_concurrency=settings.order_concurrency,
-            allow_live_trading=settings.allow_live_trading,
-            lock_stale_seconds=settings.lock_stale_seconds,
-        )
-        show_outcome(outcome, json_output=json_output)
+        show_outcome(resume_run(found, execution, services), json_output=json_output)
 
 
 @runs_app.command("sync")
@@ -433,11 +409,10 @@ def runs_sync(
 ) -> None:
     """Refresh every order of a run from the gateway (status, fills) and update its counts."""
     with handle_errors(ctx):
-        settings = _settings_for_reading()
-        services = build_run_services(settings, progress=logger.info, with_prices=False)
+        execution, services = prepare_existing(_settings_for_reading(), progress=logger.info)
         with store.transaction(services.sessions, "finding the run") as session:
             found = store.resolve_run_id(session, run_id)
-        result = sync_run(found, services)
+        result = sync_run(found, execution, services)
         if json_output:
             emit_json(result.model_dump_json())
         else:
@@ -537,7 +512,7 @@ def sandbox_command(
         )
 
 
-def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
+def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     """SIGTERM (systemd, a cron timeout, `kill`) stops the run like Ctrl-C: nothing more is
     sent, the run lock is released at once, and the run can be resumed."""
     raise KeyboardInterrupt

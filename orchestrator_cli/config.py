@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     max_gross_exposure: Decimal | None = Field(default=Decimal("2"), gt=0, allow_inf_nan=False)
     max_orders_per_run: int | None = Field(default=None, gt=0)
     long_only: bool = False
-    restricted_symbols: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    restricted_symbols: Annotated[frozenset[str], NoDecode] = Field(default_factory=frozenset)
     min_trade_dollars: Decimal = Field(default=Decimal(0), ge=0, max_digits=17, decimal_places=2)
     min_trade_pct: Decimal = Field(default=Decimal(0), ge=0, le=100, allow_inf_nan=False)
     allow_live_trading: bool = False

@@ -10,8 +10,9 @@ raise `ServiceError` / `ServiceUnavailableError` instead.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import TypeVar
+from typing import Literal, TypeVar
 from urllib.parse import quote
 
 import requests
@@ -36,9 +37,7 @@ from orchestrator_cli.schemas import (
 from orchestrator_cli.transport import (
     RETRYABLE_STATUSES,
     HttpClient,
-    attempts_text,
     describe_error,
-    is_halt_response,
     never_sent,
     parse_retry_after,
     response_detail,
@@ -52,7 +51,52 @@ CONFIG_PATH = "/api/v1/config"
 # Starlette's answer for a path it has no route for: a wrong base URL, not a missing order.
 NO_ROUTE_DETAIL = "Not Found"
 
+HALT_MARKERS = ("kill-switch", "kill switch", "circuit breaker")
+
 ModelT = TypeVar("ModelT", bound=BaseModel)
+GatewayMode = Literal["live", "paper", "dry_run"]
+
+
+def is_halt_response(response: requests.Response) -> bool:
+    """True for a 503 that reports an engaged kill switch or tripped circuit breaker.
+
+    Asking again cannot help, so the transport does not retry it and the run stops.
+    """
+    if response.status_code != 503:
+        return False
+    text = response.text.lower()
+    return any(marker in text for marker in HALT_MARKERS)
+
+
+def gateway_mode(config: GatewayConfig) -> GatewayMode:
+    """`dry_run` (the gateway logs orders), `paper` (simulated account) or `live`."""
+    if config.dry_run:
+        return "dry_run"
+    return "paper" if config.alpaca_paper else "live"
+
+
+@dataclass(frozen=True)
+class Safety:
+    """The gateway's own word on whether orders may go out now, in gateway-neutral terms.
+
+    `problems` stop a run that sends orders; `warnings` are only worth logging.
+    """
+
+    problems: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+def assess_safety(kill_switch: KillSwitchStatus, health: GatewayHealth) -> Safety:
+    """Kill switch and health body (the endpoint answers 200 even when unhealthy)."""
+    problems = []
+    warnings = []
+    if kill_switch.state == "ENGAGED":
+        problems.append("the gateway's kill switch is engaged")
+    if health.status == "unhealthy":
+        problems.append("the gateway reports itself unhealthy (GET /health)")
+    elif health.status == "degraded":
+        warnings.append("the gateway reports itself degraded (GET /health); going ahead")
+    return Safety(tuple(problems), tuple(warnings))
 
 
 class _DeliveryLog:
@@ -90,7 +134,7 @@ class GatewayClient:
     """Client of the Execution Gateway over one `HttpClient` (retries live in the transport)."""
 
     def __init__(self, http: HttpClient) -> None:
-        self._http = http
+        self._http = replace(http, is_final=is_halt_response)
 
     @property
     def _service(self) -> str:
@@ -240,6 +284,16 @@ class GatewayClient:
             )
         return detail
 
+    # --- preflight ------------------------------------------------------------------------
+
+    def trading_mode(self) -> GatewayMode:
+        """Where orders would go: `live`, `paper` or `dry_run` (GET /api/v1/config)."""
+        return gateway_mode(self.get_config())
+
+    def safety(self) -> Safety:
+        """Kill switch and health as one answer; a 503 kill-switch state raises ServiceError."""
+        return assess_safety(self.get_kill_switch(), self.get_health())
+
     # --- state ----------------------------------------------------------------------------
 
     def get_positions(self) -> dict[str, Decimal]:
@@ -276,7 +330,7 @@ class GatewayClient:
             return self._http.request("GET", path)
         except requests.RequestException as exc:
             raise self._unavailable(
-                path, describe_error(exc), attempts_text(self._http, exc)
+                path, describe_error(exc), self._http.attempts_text(exc)
             ) from exc
 
     def _parse(self, model: type[ModelT], path: str, response: requests.Response) -> ModelT:
@@ -307,7 +361,7 @@ class GatewayClient:
             return self._unavailable(
                 path,
                 f"HTTP {status} ({detail})",
-                attempts_text(self._http, response),
+                self._http.attempts_text(response),
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
         if status in (401, 403):

@@ -20,7 +20,7 @@ mapping's detail keeps the signal's own weight.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
@@ -29,7 +29,11 @@ from orchestrator_cli.schemas import PlannedMapping, Signal, SkipReason
 
 @dataclass(frozen=True)
 class Limits:
-    """The limits in force for a run (None / 0 / empty: that limit is off)."""
+    """The limits in force for a run (None / 0 / empty: that limit is off).
+
+    Each field is named after its setting (`config.Settings`), which fills it; a new limit is a
+    field here, its check below, a setting and a flag.
+    """
 
     max_order_notional: Decimal | None = None
     max_gross_exposure: Decimal | None = None
@@ -41,22 +45,18 @@ class Limits:
 
     def record(self) -> dict[str, Any]:
         """JSON-able form stored on the run (decimals as strings, symbols sorted)."""
-        return {
-            "max_order_notional": _text(self.max_order_notional),
-            "max_gross_exposure": _text(self.max_gross_exposure),
-            "max_orders_per_run": self.max_orders_per_run,
-            "long_only": self.long_only,
-            "restricted_symbols": sorted(self.restricted_symbols),
-            "min_trade_dollars": str(self.min_trade_dollars),
-            "min_trade_pct": str(self.min_trade_pct),
-        }
+        return {limit.name: _recorded(getattr(self, limit.name)) for limit in fields(self)}
 
     def min_trade(self, capital: Decimal) -> Decimal:
         return max(self.min_trade_dollars, capital * self.min_trade_pct / 100)
 
 
-def _text(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
+def _recorded(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, frozenset):
+        return sorted(value)
+    return value
 
 
 @dataclass(frozen=True)

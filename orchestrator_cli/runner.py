@@ -7,13 +7,12 @@ no transaction is ever open across an HTTP call. A process killed at any moment 
 leaves every order it may have sent in the database, and a re-send of the same plan reaches the
 gateway's idempotency (same id, same payload -> the existing order) instead of a second order.
 
-Exactly once across processes: every run holds the run lock of its strategy and trading date
-(`locking.RunLock`). A run whose process died is resumed from its recorded plan, never
-re-planned: orders that may have reached the gateway are settled with GET by
-`client_order_id` (found: its status is taken; 404: it never arrived and is sent again with the
-same id). When the day's run already completed, a new one does nothing unless forced; a forced
-run (or one after a failed run) counts the orders still open at the gateway as in flight and
-plans only what is still missing, with ids of its own generation.
+Exactly once across processes: every run that sends holds the run lock of its strategy and
+trading date (`locking.RunLock`). Under it, the day's earlier runs are read and `day.decide_day`
+says what to do: resume an interrupted run from its recorded plan (orders that may have reached
+the gateway are settled by `client_order_id`; one the gateway never saw is sent again with the
+same id), stop at a completed one unless forced, or plan anew counting the orders still open
+at the gateway as in flight, with ids of its own generation.
 
 This module never prints: it returns a `RunOutcome` and reports progress through a callback.
 """
@@ -21,103 +20,45 @@ This module never prints: it returns a `RunOutcome` and reports progress through
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import uuid
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from datetime import date, timedelta
 from decimal import Decimal
-from typing import Any, Literal, Protocol
-from zoneinfo import ZoneInfo
+from typing import Literal
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from orchestrator_cli import risk, sizing, store
-from orchestrator_cli.errors import ConfigError, DatabaseError, PriceSourceError, ServiceError
+from orchestrator_cli.clock import trading_date
+from orchestrator_cli.day import (
+    AlreadyCompleted,
+    DayRun,
+    NewRun,
+    Refuse,
+    Resume,
+    decide_day,
+)
+from orchestrator_cli.errors import ConfigError, PriceSourceError, ServiceError
 from orchestrator_cli.locking import RunLock
-from orchestrator_cli.prices import PriceSource
+from orchestrator_cli.mode import RunMode, mode_of
+from orchestrator_cli.request import Execution, RunRequest, RunSpec
 from orchestrator_cli.schemas import (
-    OPEN_STATUSES,
-    GatewayConfig,
-    GatewayHealth,
-    KillSwitchStatus,
-    OrderDetail,
     OrderRequest,
     OutcomeKind,
     PlannedMapping,
     PriceBook,
     RunResult,
     RunStatus,
-    SignalResponse,
-    SubmitOutcome,
 )
+from orchestrator_cli.services import RunServices
+from orchestrator_cli.settlement import UNSETTLED, Settlement, refresh_run
+from orchestrator_cli.submission import PendingOrder, Submitter
 
 logger = logging.getLogger(__name__)
 
-EXCHANGE_TZ = ZoneInfo("America/New_York")
 UNPLANNED = "interrupted before its plan was recorded, so no order was sent"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def trading_date(now: datetime) -> date:
-    """The exchange's calendar date (America/New_York) at `now`, never the machine's."""
-    return now.astimezone(EXCHANGE_TZ).date()
-
-
-class SignalSource(Protocol):
-    """What the run needs of the Signal Service (`signals.SignalClient`)."""
-
-    def fetch_signals(
-        self,
-        symbols: Sequence[str],
-        *,
-        as_of_date: date | None,
-        top_n: int | None = None,
-        bottom_n: int | None = None,
-    ) -> SignalResponse: ...
-
-
-class OrderGateway(Protocol):
-    """What the run needs of the Execution Gateway (`gateway.GatewayClient`)."""
-
-    def get_positions(self) -> dict[str, Decimal]: ...
-
-    def submit_order(self, order: OrderRequest) -> SubmitOutcome: ...
-
-    def get_config(self) -> GatewayConfig: ...
-
-    def get_kill_switch(self) -> KillSwitchStatus: ...
-
-    def get_health(self) -> GatewayHealth: ...
-
-    def get_order(self, client_order_id: str) -> OrderDetail | None: ...
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """What the user asked for, already validated."""
-
-    symbols: list[str]
-    strategy_id: str
-    capital: Decimal
-    max_position_size: Decimal
-    as_of_date: date | None = None
-    top_n: int | None = None
-    bottom_n: int | None = None
-    dry_run: bool = False
-    order_concurrency: int = 8
-    limits: risk.Limits = field(default_factory=risk.Limits)
-    allow_live_trading: bool = False
-    force: bool = False
-    lock_stale_seconds: float = 60.0
-    settings_snapshot: dict[str, Any] = field(default_factory=dict)
-
 
 RunAction = Literal["ran", "resumed", "already_completed", "unchanged"]
 
@@ -131,321 +72,82 @@ class RunOutcome:
     note: str | None = None
 
 
-@dataclass
-class RunServices:
-    """The run's collaborators; tests pass fakes or clients pointed at the sandbox."""
+@dataclass(frozen=True)
+class Plan:
+    """Sized mappings of a new run, and the short weights long-only mode set to zero."""
 
-    signals: SignalSource
-    gateway: OrderGateway
-    prices: PriceSource
-    sessions: sessionmaker[Session]
-    clock: Callable[[], datetime] = utc_now
-    progress: Callable[[str], None] = lambda _message: None
-    deadline: float | None = None  # time.monotonic() after which no new order is sent
+    mappings: list[PlannedMapping]
+    long_only_zeroed: dict[str, Decimal]
 
 
-def decide_status(counts: store.OutcomeCounts, *, dry_run: bool) -> RunStatus:
-    """`completed` only when everything needed was done; `failed` when nothing was."""
-    good = counts.planned if dry_run else counts.accepted
-    problems = (
-        counts.rejected
-        + counts.blocked
-        + counts.unknown
-        + counts.not_sent
-        + counts.price_unavailable
-        + (0 if dry_run else counts.planned)
+def _transaction(services: RunServices, what: str) -> AbstractContextManager[Session]:
+    return store.transaction(services.sessions, what)
+
+
+def _lock(
+    services: RunServices, execution: Execution, strategy_id: str, as_of: date, run_id: uuid.UUID
+) -> RunLock:
+    return RunLock(
+        services.sessions,
+        strategy_id=strategy_id,
+        as_of_date=as_of,
+        run_id=run_id,
+        stale_after=timedelta(seconds=execution.lock_stale_seconds),
+        clock=services.clock,
     )
-    if problems == 0:
-        return "completed"
-    if good == 0:
-        return "failed"
-    return "partial"
 
 
-def describe_problems(
-    counts: store.OutcomeCounts, *, dry_run: bool, run_id: uuid.UUID
-) -> str | None:
-    """A one-line summary of what went wrong in a run, or None when nothing did."""
-    parts = [
-        f"{n} {label}"
-        for n, label in (
-            (counts.rejected, "rejected"),
-            (counts.blocked, "blocked"),
-            (counts.unknown, "of unknown outcome"),
-            (counts.not_sent, "not sent"),
-            (0 if dry_run else counts.planned, "never answered"),
-            (counts.price_unavailable, "without a usable price"),
-        )
-        if n
-    ]
-    if not parts:
-        return None
-    text = ", ".join(parts)
-    if not dry_run and (counts.unknown or counts.planned or counts.not_sent or counts.blocked):
-        text += f"; `orch runs resume {run_id}` settles and sends what is left"
-    return text
+class ActiveRun:
+    """One run being carried out; its identity is fixed when it is made."""
 
-
-class Runner:
-    """Executes one run; construct per run."""
-
-    def __init__(self, request: RunRequest, services: RunServices) -> None:
-        self.request = request
+    def __init__(
+        self,
+        info: store.RunInfo,
+        services: RunServices,
+        execution: Execution,
+    ) -> None:
+        self.run_id = info.run_id
+        self.strategy_id = info.strategy_id
+        self.as_of_date = info.as_of_date
+        self.generation = info.generation
+        self.mode: RunMode = mode_of(info.dry_run)
         self.services = services
-        self.run_id = uuid.uuid4()
-        self._halt = threading.Event()
-        self._halt_reason = ""
-        self._long_only_zeroed: dict[str, Decimal] = {}
-        self.generation = 0
+        self.execution = execution
+        self.settlement = Settlement(services, concurrency=execution.order_concurrency)
+        self._submitter = Submitter(self.run_id, services, execution)
 
-    def _tx(self, what: str) -> AbstractContextManager[Session]:
-        return store.transaction(self.services.sessions, what)
+    def preflight(self) -> str | None:
+        """Gateway mode, kill switch and health; a reason to refuse the run, or None.
 
-    def lock(self, as_of: date, run_id: uuid.UUID) -> RunLock:
-        return RunLock(
-            self.services.sessions,
-            strategy_id=self.request.strategy_id,
-            as_of_date=as_of,
-            run_id=run_id,
-            stale_after=timedelta(seconds=self.request.lock_stale_seconds),
-            clock=self.services.clock,
-        )
-
-    def execute(self) -> RunOutcome:
-        """Under the run lock: resume an interrupted run, or stop at a completed one, or run.
-
-        A dry run sends nothing, so it takes no lock, never blocks a real run and never
-        touches another run: it plans from positions and the orders of finished runs.
+        A run that sends nothing only logs the problems.
         """
-        req, svc = self.request, self.services
-        as_of = req.as_of_date or trading_date(svc.clock())
-        if req.dry_run:
-            with self._tx("reading the day's runs") as session:
-                prior = store.runs_for_date(session, req.strategy_id, as_of)
-            finished = [r for r in prior if r.status != "running"]
-            return RunOutcome(self._new_run(as_of, finished), "ran")
-        with self.lock(as_of, self.run_id) as lock:
-            prior = self._day_runs(as_of)
-            interrupted = [r for r in prior if r.status == "running" and not r.dry_run]
-            if interrupted and req.force:
-                self._abandon(interrupted[-1])
-                prior = self._day_runs(as_of)
-            elif interrupted:
-                run = interrupted[-1]
-                differences = self._differences(run)
-                if differences:
-                    raise ConfigError(
-                        f"run {run.run_id} of {req.strategy_id} for {as_of} was interrupted and "
-                        f"was planned with other inputs ({'; '.join(differences)}). Nothing was "
-                        f"sent. `orch runs resume {run.run_id}` finishes it as planned; "
-                        "`orch run --force` with the new inputs abandons what it had not sent "
-                        "and plans anew"
-                    )
-                lock.point_to(run.run_id)
-                self.run_id = run.run_id
-                note = f"run {run.run_id} of {req.strategy_id} for {as_of} was interrupted: resumed"
-                svc.progress(note)
-                return RunOutcome(self.resume(), "resumed", note)
-            completed = [r for r in prior if r.status == "completed" and not r.dry_run]
-            if completed and not req.force:
-                done = completed[-1]
-                with self._tx("reading the completed run") as session:
-                    result = store.load_run(session, done.run_id)
-                note = (
-                    f"run {done.run_id} of {req.strategy_id} for {as_of} already completed; "
-                    "nothing to do (--force plans what is still missing)"
-                )
-                return RunOutcome(result, "already_completed", note)
-            finished = [r for r in prior if not (r.dry_run and r.status == "running")]
-            return RunOutcome(self._new_run(as_of, finished), "ran")
-
-    def _differences(self, run: store.RunInfo) -> list[str]:
-        """How this request's inputs differ from those an interrupted run was planned with."""
-        req = self.request
-        found = []
-        if sorted(run.symbols) != sorted(req.symbols):
-            found.append(f"symbols {','.join(run.symbols)}")
-        if run.capital != req.capital:
-            found.append(f"capital {run.capital}")
-        if run.max_position_size != req.max_position_size:
-            found.append(f"max position size {run.max_position_size}")
-        if run.limits is not None and run.limits != req.limits.record():
-            found.append("pre-trade limits")
-        return found
-
-    def _abandon(self, run: store.RunInfo) -> None:
-        """Close an interrupted run for a forced one: settle what may have been sent, record
-        what never left as not sent. Its open orders then count as in flight."""
-        with self._tx("reading the interrupted run") as session:
-            rows = store.order_rows(session, [run.run_id])
-        pending = [r for r in rows if r.outcome in (OutcomeKind.PLANNED, OutcomeKind.UNKNOWN)]
-        never_arrived = self.settle(pending)
-        self._mark_not_sent(
-            [r.mapping_id for r in never_arrived],
-            f"abandoned for forced run {self.run_id} before it was sent",
-        )
-        self._close_interrupted(run.run_id, f"interrupted; abandoned for forced run {self.run_id}")
-
-    def _day_runs(self, as_of: date) -> list[store.RunInfo]:
-        """The day's runs, after closing real runs killed before their plan was recorded:
-        the plan is committed before any order is sent, so those sent nothing."""
-        strategy = self.request.strategy_id
-        with self._tx("reading the day's runs") as session:
-            prior = store.runs_for_date(session, strategy, as_of)
-            stale = store.unfinished_runs_before(session, strategy, as_of)
-        for run in stale:
-            logger.warning(
-                "run %s of %s for %s never finished (its process died); its plan is stale and "
-                "will not be resumed: `orch runs sync %s` records what reached the gateway",
-                run.run_id,
-                strategy,
-                run.as_of_date,
-                run.run_id,
+        gateway = self.services.gateway
+        trading_mode = gateway.trading_mode()
+        with _transaction(self.services, "recording the gateway mode") as session:
+            store.record_gateway_mode(session, self.run_id, trading_mode)
+        self.services.progress(f"gateway mode: {trading_mode}")
+        problems = []
+        if trading_mode == "live" and not self.execution.allow_live_trading:
+            problems.append(
+                "the gateway would send orders to a LIVE (non-paper, non-dry-run) account; "
+                "set ALLOW_LIVE_TRADING=true or pass --live to trade live"
             )
-        unplanned = [
-            run.run_id
-            for run in prior
-            if run.status == "running" and not run.dry_run and not self._plan_recorded(run.run_id)
-        ]
-        if not unplanned:
-            return prior
-        for run_id in unplanned:
-            self._close_interrupted(run_id, UNPLANNED)
-        with self._tx("reading the day's runs") as session:
-            return store.runs_for_date(session, strategy, as_of)
+        safety = gateway.safety()
+        problems.extend(safety.problems)
+        for warning in safety.warnings:
+            logger.warning("%s", warning)
+        if not problems:
+            return None
+        if not self.mode.preflight_blocks:
+            for problem in problems:
+                logger.warning("%s goes ahead although %s", self.mode.name, problem)
+            return None
+        return "; ".join(problems) + "; no order was sent"
 
-    def _plan_recorded(self, run_id: uuid.UUID) -> bool:
-        with self._tx("reading a run's plan") as session:
-            return store.outcome_counts(session, run_id).signals > 0
-
-    def _close_interrupted(self, run_id: uuid.UUID, message: str) -> None:
-        logger.warning("run %s: %s", run_id, message)
-        with self._tx("closing an interrupted run") as session:
-            store.finish_run(
-                session,
-                run_id,
-                status="failed",
-                error_message=message,
-                completed_at=self.services.clock(),
-            )
-
-    def _new_run(self, as_of: date, prior: list[store.RunInfo]) -> RunResult:
-        req, svc = self.request, self.services
-        started = svc.clock()
-        with self._tx("creating the run record") as session:
-            store.create_run(
-                session,
-                run_id=self.run_id,
-                strategy_id=req.strategy_id,
-                as_of_date=as_of,
-                symbols=req.symbols,
-                capital=req.capital,
-                max_position_size=req.max_position_size,
-                dry_run=req.dry_run,
-                price_source=svc.prices.name,
-                started_at=started,
-                settings_snapshot=req.settings_snapshot,
-                limits=req.limits.record(),
-                generation=len(prior),
-            )
-        self.generation = len(prior)
-        try:
-            refusal = self._preflight()
-            if refusal is not None:
-                logger.error("run %s refused: %s", self.run_id, refusal)
-                return self._finish("failed", refusal)
-            plans = self._plan(as_of, [r for r in prior if not r.dry_run])
-        except ServiceError as exc:
-            logger.error("run %s failed before any order: %s", self.run_id, exc)
-            return self._finish("failed", str(exc))
-
-        review = risk.review_plan(
-            plans,
-            limits=req.limits,
-            capital=req.capital,
-            long_only_zeroed=self._long_only_zeroed,
-        )
-        orders = self._record_plan(review.plans, as_of)
-        needed_price = [p for p in review.plans if p.target_weight != 0]
-        if needed_price and all(p.price is None for p in needed_price):
-            message = "no usable price for any signal that needed one; no order was sent"
-            return self._refuse_plan(orders, message)
-        if review.violations:
-            message = "pre-trade limit breached, no order was sent: " + "; ".join(review.violations)
-            return self._refuse_plan(orders, message)
-        if req.dry_run:
-            svc.progress(f"dry run: {len(orders)} orders planned, none sent")
-        elif orders:
-            self._submit(orders)
-            self._settle_unknown()
-        return self._finish(None, None)
-
-    def resume(self) -> RunResult:
-        """Continue this run from its recorded plan: settle, send what never left, finish."""
-        svc = self.services
-        with self._tx("reopening the run") as session:
-            info = store.run_info(session, self.run_id)
-            store.reopen_run(session, self.run_id)
-            rows = store.order_rows(session, [self.run_id])
-        if not rows and not self._plan_recorded(self.run_id):
-            return self._finish("failed", UNPLANNED + "; `orch run` plans the day anew")
-        if info.dry_run:
-            return self._finish(None, None)
-        try:
-            refusal = self._preflight()
-        except ServiceError as exc:
-            refusal = str(exc)
-        pending = [r for r in rows if r.outcome in (OutcomeKind.PLANNED, OutcomeKind.UNKNOWN)]
-        svc.progress(f"settling {len(pending)} orders that may have reached the gateway")
-        never_arrived = self.settle(pending)
-        unsent = [r for r in rows if r.outcome in (OutcomeKind.NOT_SENT, OutcomeKind.BLOCKED)]
-        if refusal is not None:
-            return self._finish(None, f"{refusal}; {len(never_arrived) + len(unsent)} not sent")
-        self._submit(
-            [(r.mapping_id, r.reduces, self._order_of(r)) for r in [*never_arrived, *unsent]]
-        )
-        self._settle_unknown()
-        return self._finish(None, None)
-
-    @staticmethod
-    def _order_of(row: store.OrderRow) -> OrderRequest:
-        return OrderRequest(
-            symbol=row.symbol, side=row.side, qty=row.qty, client_order_id=row.client_order_id
-        )
-
-    def settle(self, rows: Sequence[store.OrderRow]) -> list[store.OrderRow]:
-        """Ask the gateway about each order; record what it has, return those it never saw.
-
-        An order the gateway cannot be asked about stays as it is (unknown or planned). The
-        lookups go out concurrently (bounded like orders); each answer is recorded as it comes.
-        """
-        if not rows:
-            return []
-
-        def look_up(row: store.OrderRow) -> OrderDetail | ServiceError | None:
-            try:
-                return self.services.gateway.get_order(row.client_order_id)
-            except ServiceError as exc:
-                return exc
-
-        never_arrived = []
-        workers = min(self.request.order_concurrency, len(rows))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="orch-settle") as pool:
-            for row, answer in zip(rows, pool.map(look_up, rows), strict=True):
-                if isinstance(answer, ServiceError):
-                    logger.warning("could not settle %s: %s", row.client_order_id, answer)
-                elif answer is None:
-                    never_arrived.append(row)
-                else:
-                    with self._tx("recording an order's state at the gateway") as session:
-                        store.record_order_detail(
-                            session, row.mapping_id, answer, at=self.services.clock()
-                        )
-        return never_arrived
-
-    def _settle_unknown(self) -> None:
-        """Settle this run's unknown outcomes; an order that never arrived is sent again."""
-        with self._tx("reading unknown outcomes") as session:
+    def send(self, orders: Sequence[PendingOrder]) -> None:
+        """Submit, then settle this run's unknown outcomes (re-sending what never arrived)."""
+        self._submitter.submit(orders)
+        with _transaction(self.services, "reading unknown outcomes") as session:
             unknown = [
                 r
                 for r in store.order_rows(session, [self.run_id])
@@ -454,269 +156,22 @@ class Runner:
         if not unknown:
             return
         self.services.progress(f"settling {len(unknown)} orders of unknown outcome")
-        resend = self.settle(unknown)
-        if resend:
-            self._submit([(r.mapping_id, r.reduces, self._order_of(r)) for r in resend])
+        resend = self.settlement.settle(unknown)
+        self._submitter.submit([PendingOrder.of(r) for r in resend])
 
-    def _in_flight(self, prior: list[store.RunInfo]) -> dict[str, Decimal]:
-        """Signed shares still open at the gateway from the day's earlier runs, by symbol.
-
-        Orders of finished runs that may have reached the gateway are settled first; one the
-        gateway never saw is recorded as not sent (its run is over).
-        """
-        if not prior:
-            return {}
-        with self._tx("reading earlier orders") as session:
-            rows = [
-                r
-                for r in store.order_rows(session, [run.run_id for run in prior])
-                if r.outcome in (OutcomeKind.ACCEPTED, OutcomeKind.UNKNOWN, OutcomeKind.PLANNED)
-            ]
-        if not rows:
-            return {}
-        self.services.progress(f"checking {len(rows)} orders of earlier runs at the gateway")
-        never_arrived = self.settle(rows)
-        self._mark_not_sent(
-            [r.mapping_id for r in never_arrived],
-            f"not at the gateway when run {self.run_id} checked it",
-        )
-        gone = {r.mapping_id for r in never_arrived}
-        for run in prior:
-            refresh_run(self.services.sessions, run.run_id, dry_run=run.dry_run)
-        with self._tx("reading earlier orders") as session:
-            settled = store.order_rows(session, [run.run_id for run in prior])
-        in_flight: dict[str, Decimal] = {}
-        for row in settled:
-            if row.mapping_id in gone or row.order_status not in OPEN_STATUSES:
-                continue
-            remaining = Decimal(row.qty) - (row.filled_qty or 0)
-            signed = remaining if row.side == "buy" else -remaining
-            in_flight[row.symbol] = in_flight.get(row.symbol, Decimal(0)) + signed
-        return in_flight
-
-    def _preflight(self) -> str | None:
-        """Gateway mode, kill switch and health; a reason to refuse the run, or None.
-
-        In a dry run nothing is sent, so problems are only logged.
-        """
-        req, svc = self.request, self.services
-        config = svc.gateway.get_config()
-        mode = gateway_mode(config)
-        with self._tx("recording the gateway mode") as session:
-            store.record_gateway_mode(session, self.run_id, mode)
-        svc.progress(f"gateway mode: {mode}")
-        problems = []
-        if mode == "live" and not req.allow_live_trading:
-            problems.append(
-                "the gateway would send orders to a LIVE (non-paper, non-dry-run) account; "
-                "set ALLOW_LIVE_TRADING=true or pass --live to trade live"
-            )
-        if svc.gateway.get_kill_switch().state == "ENGAGED":
-            problems.append("the gateway's kill switch is engaged")
-        health = svc.gateway.get_health()
-        if health.status == "unhealthy":
-            problems.append("the gateway reports itself unhealthy (GET /health)")
-        elif health.status == "degraded":
-            logger.warning("the gateway reports itself degraded (GET /health); going ahead")
-        if not problems:
-            return None
-        if req.dry_run:
-            for problem in problems:
-                logger.warning("dry run goes ahead although %s", problem)
-            return None
-        return "; ".join(problems) + "; no order was sent"
-
-    def _plan(self, as_of: date, prior: list[store.RunInfo]) -> list[PlannedMapping]:
-        req, svc = self.request, self.services
-        svc.progress(f"fetching signals for {len(req.symbols)} symbols")
-        response = svc.signals.fetch_signals(
-            req.symbols, as_of_date=as_of, top_n=req.top_n, bottom_n=req.bottom_n
-        )
-        with self._tx("recording signal metadata") as session:
-            store.record_signal_metadata(
-                session,
-                self.run_id,
-                num_signals=len(response.signals),
-                model_version=response.metadata.model_version,
-                generated_at=response.metadata.generated_at,
-            )
-        signals, self._long_only_zeroed = risk.apply_long_only(response.signals, req.limits)
-        svc.progress("reading positions from the gateway")
-        positions = svc.gateway.get_positions()
-        for symbol, shares in self._in_flight(prior).items():
-            if shares:
-                logger.info(
-                    "%s: %s shares still open at the gateway from earlier runs", symbol, shares
-                )
-                positions[symbol] = positions.get(symbol, Decimal(0)) + shares
-        # Held symbols are priced too: limits check the notional of closing orders.
-        wanted = [s.symbol for s in signals if s.target_weight != 0 or positions.get(s.symbol)]
-        svc.progress(f"reading {len(wanted)} prices from {svc.prices.name}")
-        try:
-            book = svc.prices.fetch_prices(wanted, now=svc.clock()) if wanted else PriceBook()
-        except PriceSourceError as exc:
-            logger.error("price source failed: %s", exc)
-            book = PriceBook(problems={symbol: str(exc) for symbol in wanted})
-        return sizing.plan_orders(
-            signals,
-            book,
-            positions,
-            capital=req.capital,
-            max_position_size=req.max_position_size,
-        )
-
-    def _record_plan(
-        self, plans: Sequence[PlannedMapping], as_of: date
-    ) -> list[tuple[int, bool, OrderRequest]]:
-        """Commit every mapping (and each order's id) before anything is sent."""
-        strategy = self.request.strategy_id
-        ids = [
-            sizing.client_order_id(
-                strategy,
-                as_of,
-                plan.symbol,
-                plan.order_side,
-                plan.order_qty,
-                plan.leg,
-                self.generation,
-            )
-            if plan.needs_order and plan.order_side is not None
-            else None
-            for plan in plans
-        ]
-        with self._tx("recording the plan") as session:
-            mapping_ids = store.add_mappings(session, self.run_id, plans, ids)
-        return [
-            (
-                mapping_id,
-                plan.reduces,
-                OrderRequest(
-                    symbol=plan.symbol,
-                    side=plan.order_side,
-                    qty=plan.order_qty,
-                    client_order_id=coid,
-                ),
-            )
-            for mapping_id, plan, coid in zip(mapping_ids, plans, ids, strict=True)
-            if coid is not None and plan.order_side is not None
-        ]
-
-    def _submit(self, orders: list[tuple[int, bool, OrderRequest]]) -> None:
-        """Position-reducing orders first, all answered, then the ones that add exposure.
-
-        Sells of longs and covers of shorts free buying power, so the buys that need it go
-        out only after every reducing order has an answer.
-        """
-        if not orders:
-            return
-        reducing = [(m, o) for m, reduces, o in orders if reduces]
-        adding = [(m, o) for m, reduces, o in orders if not reduces]
-        total = len(orders)
-        self.services.progress(
-            f"submitting {total} orders: {len(reducing)} reducing first, then {len(adding)}"
-        )
-        done = self._send_batch(reducing, done=0, total=total)
-        self._send_batch(adding, done=done, total=total)
-
-    def _send_one(self, order: OrderRequest) -> SubmitOutcome:
-        svc = self.services
-        if self._halt.is_set():
-            return SubmitOutcome(
-                client_order_id=order.client_order_id,
-                kind=OutcomeKind.BLOCKED,
-                order_status="blocked",
-                message=f"not sent: {self._halt_reason or 'trading halted'}",
-                sent=False,
-            )
-        if svc.deadline is not None and time.monotonic() >= svc.deadline:
-            return SubmitOutcome(
-                client_order_id=order.client_order_id,
-                kind=OutcomeKind.NOT_SENT,
-                order_status="not_sent",
-                message="not sent: the run deadline (RUN_DEADLINE_SECONDS) passed first",
-                sent=False,
-            )
-        outcome = svc.gateway.submit_order(order)
-        if outcome.stops_run and not self._halt.is_set():
-            self._halt_reason = outcome.message or outcome.order_status
-            self._halt.set()
-        return outcome
-
-    def _send_batch(self, orders: list[tuple[int, OrderRequest]], *, done: int, total: int) -> int:
-        """Send concurrently (bounded pool); record each outcome as it arrives.
-
-        The first answer that halts trading (kill switch, circuit breaker, authentication)
-        stops every order not yet sent; those are recorded as blocked. A database failure
-        stops sending too: what is already out is in the recorded plan.
-        """
-        if not orders:
-            return done
-        svc = self.services
-        db_error: DatabaseError | None = None
-        workers = min(self.request.order_concurrency, len(orders))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="orch-order") as pool:
-            futures: dict[Future[SubmitOutcome], int] = {
-                pool.submit(self._send_one, order): mapping_id for mapping_id, order in orders
-            }
-            try:
-                for future in as_completed(futures):
-                    outcome = future.result()
-                    done += 1
-                    if db_error is None:
-                        db_error = self._record(futures[future], outcome)
-                    svc.progress(
-                        f"[{done}/{total}] {outcome.client_order_id}: {outcome.order_status}"
-                    )
-            except BaseException:
-                # Interrupted (SIGINT/SIGTERM): send nothing more. Orders already out are in
-                # the recorded plan; resume settles them by client_order_id.
-                self._halt_reason = "orch was interrupted"
-                self._halt.set()
-                raise
-        if db_error is not None:
-            raise DatabaseError(
-                f"{db_error}; run {self.run_id} stopped sending orders. Every sent order is in "
-                "its recorded plan with its client_order_id; check them at the gateway"
-            ) from db_error
-        return done
-
-    def _record(self, mapping_id: int, outcome: SubmitOutcome) -> DatabaseError | None:
-        """Commit one outcome; on a database failure stop sending and return the error."""
-        try:
-            with self._tx("recording an order outcome") as session:
-                store.record_outcome(session, mapping_id, outcome, at=self.services.clock())
-        except DatabaseError as exc:
-            self._halt_reason = "the database failed"
-            self._halt.set()
-            return exc
-        return None
-
-    def _refuse_plan(self, orders: list[tuple[int, bool, OrderRequest]], message: str) -> RunResult:
+    def refuse_plan(self, orders: Sequence[PendingOrder], message: str) -> RunResult:
         """Record every planned order as not sent and fail the run with `message`."""
-        self._mark_not_sent([mapping_id for mapping_id, _, _ in orders], message)
-        return self._finish("failed", message)
+        self.settlement.mark_not_sent([o.mapping_id for o in orders], message)
+        return self.finish("failed", message)
 
-    def _mark_not_sent(self, mapping_ids: list[int], message: str) -> None:
-        if not mapping_ids:
-            return
-        with self._tx("recording orders that were not sent") as session:
-            store.mark_not_sent(
-                session,
-                mapping_ids,
-                outcome=OutcomeKind.NOT_SENT,
-                order_status="not_sent",
-                message=message,
-                at=self.services.clock(),
-            )
-
-    def _finish(self, status: RunStatus | None, error_message: str | None) -> RunResult:
-        dry_run = self.request.dry_run
-        with self._tx("finishing the run") as session:
+    def finish(self, status: RunStatus | None, error_message: str | None) -> RunResult:
+        """Close the run (its status derived from its orders unless given) and read it back."""
+        with _transaction(self.services, "finishing the run") as session:
             counts = store.outcome_counts(session, self.run_id)
-            final = status or decide_status(counts, dry_run=dry_run)
+            final = status or self.mode.status(counts)
             message = error_message
             if message is None and final != "completed":
-                message = describe_problems(counts, dry_run=dry_run, run_id=self.run_id)
+                message = self.mode.describe_problems(counts, self.run_id)
             store.finish_run(
                 session,
                 self.run_id,
@@ -724,113 +179,345 @@ class Runner:
                 error_message=message,
                 completed_at=self.services.clock(),
             )
-        with self._tx("reading the run back") as session:
+        with _transaction(self.services, "reading the run back") as session:
             return store.load_run(session, self.run_id)
 
+    def resume(self) -> RunResult:
+        """Continue this run from its recorded plan: settle, send what never left, finish."""
+        with _transaction(self.services, "reopening the run") as session:
+            store.reopen_run(session, self.run_id)
+            rows = store.order_rows(session, [self.run_id])
+        if not rows and not _plan_recorded(self.services, self.run_id):
+            return self.finish("failed", UNPLANNED + "; `orch run` plans the day anew")
+        if not self.mode.sends_orders:
+            return self.finish(None, None)
+        try:
+            refusal = self.preflight()
+        except ServiceError as exc:
+            refusal = str(exc)
+        pending = [r for r in rows if r.outcome in UNSETTLED]
+        self.services.progress(f"settling {len(pending)} orders that may have reached the gateway")
+        never_arrived = self.settlement.settle(pending)
+        unsent = [r for r in rows if r.outcome in (OutcomeKind.NOT_SENT, OutcomeKind.BLOCKED)]
+        if refusal is not None:
+            return self.finish(None, f"{refusal}; {len(never_arrived) + len(unsent)} not sent")
+        self.send([PendingOrder.of(r) for r in [*never_arrived, *unsent]])
+        return self.finish(None, None)
 
-def gateway_mode(config: GatewayConfig) -> str:
-    """`dry_run` (the gateway logs orders), `paper` (simulated account) or `live`."""
-    if config.dry_run:
-        return "dry_run"
-    return "paper" if config.alpaca_paper else "live"
+
+def _plan_recorded(services: RunServices, run_id: uuid.UUID) -> bool:
+    with _transaction(services, "reading a run's plan") as session:
+        return store.outcome_counts(session, run_id).signals > 0
+
+
+def _close_interrupted(services: RunServices, run_id: uuid.UUID, message: str) -> None:
+    logger.warning("run %s: %s", run_id, message)
+    with _transaction(services, "closing an interrupted run") as session:
+        store.finish_run(
+            session, run_id, status="failed", error_message=message, completed_at=services.clock()
+        )
+
+
+# --- Today: read the day, decide, carry out ----------------------------------------------------
+
+
+def _read_day(services: RunServices, strategy_id: str, as_of: date) -> list[DayRun]:
+    """The day's runs, oldest first, each with whether its plan was recorded. Only reads."""
+    with _transaction(services, "reading the day's runs") as session:
+        runs = store.runs_for_date(session, strategy_id, as_of)
+        return [
+            DayRun(
+                run,
+                plan_recorded=run.status != "running"
+                or run.dry_run
+                or store.outcome_counts(session, run.run_id).signals > 0,
+            )
+            for run in runs
+        ]
+
+
+def _warn_unfinished_earlier(services: RunServices, strategy_id: str, as_of: date) -> None:
+    with _transaction(services, "reading the day's runs") as session:
+        stale = store.unfinished_runs_before(session, strategy_id, as_of)
+    for run in stale:
+        logger.warning(
+            "run %s of %s for %s never finished (its process died); its plan is stale and "
+            "will not be resumed: `orch runs sync %s` records what reached the gateway",
+            run.run_id,
+            strategy_id,
+            run.as_of_date,
+            run.run_id,
+        )
 
 
 def execute_run(request: RunRequest, services: RunServices) -> RunOutcome:
-    """Run the whole workflow once (or resume the day's interrupted run) under the run lock."""
-    return Runner(request, services).execute()
+    """Run the whole workflow once (or resume the day's interrupted run) under the run lock.
+
+    A dry run sends nothing, so it takes no lock, never blocks a real run and never touches
+    another run: it plans from positions and the orders of finished runs.
+    """
+    spec, execution = request.spec, request.execution
+    as_of = spec.as_of_date or trading_date(services.clock())
+    mode = mode_of(spec.dry_run)
+    run_id = uuid.uuid4()
+    lock = _lock(services, execution, spec.strategy_id, as_of, run_id) if mode.takes_lock else None
+    with lock or nullcontext():
+        _warn_unfinished_earlier(services, spec.strategy_id, as_of)
+        day = _read_day(services, spec.strategy_id, as_of)
+        decision = decide_day(day, spec, mode, force=execution.force)
+        for unplanned in decision.close_unplanned:
+            _close_interrupted(services, unplanned, UNPLANNED)
+        action = decision.action
+        if isinstance(action, NewRun):
+            return RunOutcome(_new_run(request, services, run_id, as_of, action), "ran")
+        if isinstance(action, Resume):
+            if lock is not None:
+                lock.point_to(action.run.run_id)
+            return _resume_interrupted(action.run, request, services)
+        if isinstance(action, AlreadyCompleted):
+            with _transaction(services, "reading the completed run") as session:
+                result = store.load_run(session, action.run.run_id)
+            note = (
+                f"run {action.run.run_id} of {spec.strategy_id} for {as_of} already completed; "
+                "nothing to do (--force plans what is still missing)"
+            )
+            return RunOutcome(result, "already_completed", note)
+        raise ConfigError(_refusal_text(action, spec.strategy_id))
 
 
-def _runner_for(run_id: uuid.UUID, services: RunServices, **options: Any) -> Runner:
-    """A runner bound to an existing run, with that run's own inputs."""
-    with store.transaction(services.sessions, "reading the run") as session:
-        info = store.run_info(session, run_id)
-    request = RunRequest(
-        symbols=info.symbols,
-        strategy_id=info.strategy_id,
-        capital=info.capital,
-        max_position_size=info.max_position_size,
-        as_of_date=info.as_of_date,
-        dry_run=info.dry_run,
-        **options,
-    )
-    runner = Runner(request, services)
-    runner.run_id = run_id
-    runner.generation = info.generation
-    return runner
-
-
-def resume_run(
-    run_id: uuid.UUID,
-    services: RunServices,
-    *,
-    order_concurrency: int = 8,
-    allow_live_trading: bool = False,
-    lock_stale_seconds: float = 60.0,
+def _resume_interrupted(
+    run: store.RunInfo, request: RunRequest, services: RunServices
 ) -> RunOutcome:
-    """Continue a run from its recorded plan, under its strategy and date's run lock."""
-    runner = _runner_for(
-        run_id,
-        services,
-        order_concurrency=order_concurrency,
-        allow_live_trading=allow_live_trading,
-        lock_stale_seconds=lock_stale_seconds,
+    note = f"run {run.run_id} of {run.strategy_id} for {run.as_of_date} was interrupted: resumed"
+    services.progress(note)
+    result = ActiveRun(run, services, request.execution).resume()
+    return RunOutcome(result, "resumed", note)
+
+
+def _refusal_text(action: Refuse, strategy_id: str) -> str:
+    run = action.run
+    return (
+        f"run {run.run_id} of {strategy_id} for {run.as_of_date} was interrupted and "
+        f"was planned with other inputs ({'; '.join(action.differences)}). Nothing was "
+        f"sent. `orch runs resume {run.run_id}` finishes it as planned; "
+        "`orch run --force` with the new inputs abandons what it had not sent "
+        "and plans anew"
     )
-    as_of = runner.request.as_of_date or trading_date(services.clock())
-    with runner.lock(as_of, run_id):
-        with store.transaction(services.sessions, "reading the run") as session:
+
+
+# --- A new run -----------------------------------------------------------------------------------
+
+
+def _abandon(run: ActiveRun, interrupted: store.RunInfo) -> None:
+    """Close an interrupted run for a forced one: settle what may have been sent, record
+    what never left as not sent. Its open orders then count as in flight."""
+    with _transaction(run.services, "reading the interrupted run") as session:
+        rows = store.order_rows(session, [interrupted.run_id])
+    never_arrived = run.settlement.settle([r for r in rows if r.outcome in UNSETTLED])
+    run.settlement.mark_not_sent(
+        [r.mapping_id for r in never_arrived],
+        f"abandoned for forced run {run.run_id} before it was sent",
+    )
+    _close_interrupted(
+        run.services, interrupted.run_id, f"interrupted; abandoned for forced run {run.run_id}"
+    )
+
+
+def _start(
+    spec: RunSpec, services: RunServices, run_id: uuid.UUID, as_of: date, generation: int
+) -> store.RunInfo:
+    """Commit the run row (`running`) before any service is called."""
+    with _transaction(services, "creating the run record") as session:
+        store.create_run(
+            session,
+            run_id=run_id,
+            strategy_id=spec.strategy_id,
+            as_of_date=as_of,
+            symbols=list(spec.symbols),
+            capital=spec.capital,
+            max_position_size=spec.max_position_size,
+            dry_run=spec.dry_run,
+            price_source=services.prices.name,
+            started_at=services.clock(),
+            settings_snapshot=spec.settings_snapshot,
+            limits=spec.limits.record(),
+            generation=generation,
+        )
+        return store.run_info(session, run_id)
+
+
+def _new_run(
+    request: RunRequest, services: RunServices, run_id: uuid.UUID, as_of: date, action: NewRun
+) -> RunResult:
+    spec = request.spec
+    info = _start(spec, services, run_id, as_of, action.generation)
+    run = ActiveRun(info, services, request.execution)
+    if action.abandon is not None:
+        _abandon(run, action.abandon)
+    try:
+        refusal = run.preflight()
+        if refusal is not None:
+            logger.error("run %s refused: %s", run_id, refusal)
+            return run.finish("failed", refusal)
+        plan = _plan(run, spec, action.earlier)
+    except ServiceError as exc:
+        logger.error("run %s failed before any order: %s", run_id, exc)
+        return run.finish("failed", str(exc))
+    review = risk.review_plan(
+        plan.mappings,
+        limits=spec.limits,
+        capital=spec.capital,
+        long_only_zeroed=plan.long_only_zeroed,
+    )
+    orders = _record_plan(run, review.plans)
+    needed_price = [p for p in review.plans if p.target_weight != 0]
+    if needed_price and all(p.price is None for p in needed_price):
+        message = "no usable price for any signal that needed one; no order was sent"
+        return run.refuse_plan(orders, message)
+    if review.violations:
+        message = "pre-trade limit breached, no order was sent: " + "; ".join(review.violations)
+        return run.refuse_plan(orders, message)
+    if not run.mode.sends_orders:
+        services.progress(f"dry run: {len(orders)} orders planned, none sent")
+    elif orders:
+        run.send(orders)
+    return run.finish(None, None)
+
+
+def _plan(run: ActiveRun, spec: RunSpec, earlier: Sequence[store.RunInfo]) -> Plan:
+    """Signals, positions (plus what earlier runs still have open), prices, then sizing."""
+    services = run.services
+    services.progress(f"fetching signals for {len(spec.symbols)} symbols")
+    response = services.signals.fetch_signals(
+        spec.symbols, as_of_date=run.as_of_date, top_n=spec.top_n, bottom_n=spec.bottom_n
+    )
+    with _transaction(services, "recording signal metadata") as session:
+        store.record_signal_metadata(
+            session,
+            run.run_id,
+            num_signals=len(response.signals),
+            model_version=response.metadata.model_version,
+            generated_at=response.metadata.generated_at,
+        )
+    signals, zeroed = risk.apply_long_only(response.signals, spec.limits)
+    services.progress("reading positions from the gateway")
+    positions = services.gateway.get_positions()
+    for symbol, shares in run.settlement.in_flight(earlier, checked_by=run.run_id).items():
+        if shares:
+            logger.info("%s: %s shares still open at the gateway from earlier runs", symbol, shares)
+            positions[symbol] = positions.get(symbol, Decimal(0)) + shares
+    # Held symbols are priced too: limits check the notional of closing orders.
+    wanted = [s.symbol for s in signals if s.target_weight != 0 or positions.get(s.symbol)]
+    services.progress(f"reading {len(wanted)} prices from {services.prices.name}")
+    try:
+        book = services.prices.fetch_prices(wanted, now=services.clock()) if wanted else PriceBook()
+    except PriceSourceError as exc:
+        logger.error("price source failed: %s", exc)
+        book = PriceBook(problems={symbol: str(exc) for symbol in wanted})
+    mappings = sizing.plan_orders(
+        signals, book, positions, capital=spec.capital, max_position_size=spec.max_position_size
+    )
+    return Plan(mappings, zeroed)
+
+
+def _record_plan(run: ActiveRun, plans: Sequence[PlannedMapping]) -> list[PendingOrder]:
+    """Commit every mapping (and each order's id) before anything is sent."""
+    ids = [
+        sizing.client_order_id(
+            run.strategy_id,
+            run.as_of_date,
+            plan.symbol,
+            plan.order_side,
+            plan.order_qty,
+            plan.leg,
+            run.generation,
+        )
+        if plan.needs_order and plan.order_side is not None
+        else None
+        for plan in plans
+    ]
+    with _transaction(run.services, "recording the plan") as session:
+        mapping_ids = store.add_mappings(session, run.run_id, plans, ids)
+    return [
+        PendingOrder(
+            mapping_id,
+            plan.reduces,
+            OrderRequest(
+                symbol=plan.symbol, side=plan.order_side, qty=plan.order_qty, client_order_id=coid
+            ),
+        )
+        for mapping_id, plan, coid in zip(mapping_ids, plans, ids, strict=True)
+        if coid is not None and plan.order_side is not None
+    ]
+
+
+# --- Existing runs: resume and sync --------------------------------------------------------------
+
+
+def _read_run(services: RunServices, run_id: uuid.UUID) -> store.RunInfo:
+    with _transaction(services, "reading the run") as session:
+        return store.run_info(session, run_id)
+
+
+def _resume_refusal(
+    info: store.RunInfo, day: Sequence[store.RunInfo], services: RunServices
+) -> str | None:
+    """Why resuming a real run now could order twice or on a stale plan, or None."""
+    run_id = info.run_id
+    position = [r.run_id for r in day].index(run_id)  # runs_for_date: oldest first
+    later = [r for r in day[position + 1 :] if not r.dry_run]
+    if later:
+        return (
+            f"run {run_id} was followed by run {later[-1].run_id}, which planned from the "
+            "orders this one had sent: resuming it now could order twice. Nothing was "
+            f"sent; `orch runs sync {run_id}` updates its record"
+        )
+    today = trading_date(services.clock())
+    started = trading_date(info.started_at)
+    if started != today:
+        return (
+            f"run {run_id} started on trading day {started}, not today ({today}): its plan is "
+            f"stale. Nothing was sent; `orch runs sync {run_id}` records what reached the gateway"
+        )
+    return None
+
+
+def resume_run(run_id: uuid.UUID, execution: Execution, services: RunServices) -> RunOutcome:
+    """Continue a run from its recorded plan, under its strategy and date's run lock."""
+    run = ActiveRun(_read_run(services, run_id), services, execution)
+    locked = (
+        _lock(services, execution, run.strategy_id, run.as_of_date, run_id)
+        if run.mode.takes_lock
+        else nullcontext()
+    )
+    with locked:
+        with _transaction(services, "reading the run") as session:
             info = store.run_info(session, run_id)
             day = store.runs_for_date(session, info.strategy_id, info.as_of_date)
             result = store.load_run(session, run_id)
         if info.status == "completed":
             return RunOutcome(result, "already_completed", f"run {run_id} is completed")
-        position = [r.run_id for r in day].index(run_id)  # runs_for_date: oldest first
-        later = [r for r in day[position + 1 :] if not r.dry_run]
-        if later and not info.dry_run:
-            raise ConfigError(
-                f"run {run_id} was followed by run {later[-1].run_id}, which planned from the "
-                "orders this one had sent: resuming it now could order twice. Nothing was "
-                f"sent; `orch runs sync {run_id}` updates its record"
-            )
-        today = trading_date(services.clock())
-        if trading_date(info.started_at) != today and not info.dry_run:
-            raise ConfigError(
-                f"run {run_id} started on trading day {trading_date(info.started_at)}, not "
-                f"today ({today}): its plan is stale. Nothing was sent; `orch runs sync {run_id}` "
-                "records what reached the gateway"
-            )
+        refusal = _resume_refusal(info, day, services) if run.mode.sends_orders else None
+        if refusal is not None:
+            raise ConfigError(refusal)
         if info.status != "running" and not result.mappings:
             note = f"run {run_id} failed before it planned anything: nothing to resume"
             return RunOutcome(result, "unchanged", note)
-        return RunOutcome(runner.resume(), "resumed", f"run {run_id} resumed")
+        return RunOutcome(run.resume(), "resumed", f"run {run_id} resumed")
 
 
-def sync_run(run_id: uuid.UUID, services: RunServices) -> RunResult:
+def sync_run(run_id: uuid.UUID, execution: Execution, services: RunServices) -> RunResult:
     """Refresh every order of a run from the gateway and re-derive its counts and status.
 
     Sync never sends: an order the gateway has never seen keeps its state (resume sends it).
     A run still in progress keeps `running`.
     """
-    runner = _runner_for(run_id, services)
-    dry_run = runner.request.dry_run
-    with store.transaction(services.sessions, "reading the run") as session:
+    info = _read_run(services, run_id)
+    with _transaction(services, "reading the run") as session:
         rows = store.order_rows(session, [run_id])
-    if not dry_run:
+    if mode_of(info.dry_run).settles_with_gateway:
         services.progress(f"asking the gateway about {len(rows)} orders")
-        runner.settle(rows)
-    refresh_run(services.sessions, run_id, dry_run=dry_run)
-    with store.transaction(services.sessions, "reading the run") as session:
+        Settlement(services, concurrency=execution.order_concurrency).settle(rows)
+    refresh_run(services, run_id)
+    with _transaction(services, "reading the run") as session:
         return store.load_run(session, run_id)
-
-
-def refresh_run(sessions: sessionmaker[Session], run_id: uuid.UUID, *, dry_run: bool) -> None:
-    """Re-derive a finished run's counts and status from its orders (after settling them).
-
-    A run still `running` keeps its status. A run that turns out completed loses the error
-    message that described its then-unsettled orders.
-    """
-    with store.transaction(sessions, "updating the run's counts") as session:
-        status = store.run_info(session, run_id).status
-        counts = store.outcome_counts(session, run_id)
-        if status != "running" and counts.orders_planned:
-            status = decide_status(counts, dry_run=dry_run)
-        store.refresh_counts(session, run_id, status=status)

@@ -31,7 +31,6 @@ from orchestrator_cli.schemas import (
 from orchestrator_cli.transport import (
     RETRYABLE_STATUSES,
     HttpClient,
-    attempts_text,
     describe_error,
     parse_retry_after,
     response_detail,
@@ -112,7 +111,7 @@ class SignalClient:
                 "POST", GENERATE_PATH, json_body=request.model_dump(mode="json")
             )
         except requests.RequestException as exc:
-            raise self._unavailable(describe_error(exc), attempts_text(self._http, exc)) from exc
+            raise self._unavailable(describe_error(exc), self._http.attempts_text(exc)) from exc
         if response.status_code != 200:
             raise self._status_error(response)
         try:
@@ -143,7 +142,7 @@ class SignalClient:
             what = "rate limited" if status == 429 else f"HTTP {status}"
             return self._unavailable(
                 f"{what} ({detail})",
-                attempts_text(self._http, response),
+                self._http.attempts_text(response),
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
         meaning, action = _STATUS_HINTS.get(status, ("unexpected answer", "check the service"))

@@ -1,10 +1,11 @@
 """One HTTP transport for every service client: pooled session, timeout, tenacity retries.
 
-Retried (transient): connection errors, timeouts, 429 (honouring `Retry-After`) and 502/503/504
-unless the body says a kill switch or circuit breaker is engaged (retrying that cannot help).
-Never retried: any other 4xx or 5xx. A retried POST is safe only because every order carries a
-deterministic `client_order_id` that the gateway de-duplicates; the signal request has no side
-effect. Bodies are serialised once, so the bytes sent are the bytes a request signer hashes.
+Retried (transient): connection errors, timeouts, 429 (honouring `Retry-After`) and 502/503/504,
+unless the client's `is_final` says the answer cannot change by asking again (the gateway's
+halts: `gateway.is_halt_response`). Never retried: any other 4xx or 5xx. A retried POST is
+safe only because every order carries a deterministic `client_order_id` that the gateway
+de-duplicates; the signal request has no side effect. Bodies are serialised once, so the bytes
+sent are the bytes a request signer hashes.
 """
 
 from __future__ import annotations
@@ -26,15 +27,11 @@ logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 DETAIL_LIMIT = 200
-HALT_MARKERS = ("kill-switch", "kill switch", "circuit breaker")
 
 
-def is_halt_response(response: requests.Response) -> bool:
-    """True for a 503 that reports an engaged kill switch or tripped circuit breaker."""
-    if response.status_code != 503:
-        return False
-    text = response.text.lower()
-    return any(marker in text for marker in HALT_MARKERS)
+def never_final(_response: requests.Response) -> bool:
+    """The default `is_final`: every retryable status is worth retrying."""
+    return False
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -133,6 +130,20 @@ class HttpClient:
     # time.monotonic() value: with a deadline, a 429 is waited out (same request, same
     # client_order_id) until the deadline instead of giving up after max_attempts.
     deadline: float | None = None
+    # A retryable status whose body says asking again cannot help (owned by the client).
+    is_final: Callable[[requests.Response], bool] = never_final
+
+    def is_retried(self, response: requests.Response) -> bool:
+        """True when the transport retries this answer (a transient status, not final)."""
+        return response.status_code in RETRYABLE_STATUSES and not self.is_final(response)
+
+    def attempts_text(self, failure: requests.Response | BaseException) -> str:
+        """` after N attempts` when the failure is one retried to the end, else ``."""
+        if isinstance(failure, requests.Response):
+            retried = self.is_retried(failure)
+        else:
+            retried = isinstance(failure, requests.ConnectionError | requests.Timeout)
+        return f" after {self.max_attempts} attempts" if retried else ""
 
     def _stop(self, state: RetryCallState) -> bool:
         if self.deadline is not None:
@@ -200,7 +211,7 @@ class HttpClient:
                 raise
             if observe is not None:
                 observe(response)
-            if response.status_code in RETRYABLE_STATUSES and not is_halt_response(response):
+            if self.is_retried(response):
                 raise TransientStatusError(response)
             return response
 
@@ -216,15 +227,6 @@ class HttpClient:
             return retrying(attempt)
         except TransientStatusError as exc:
             return exc.response
-
-
-def attempts_text(http: HttpClient, failure: requests.Response | BaseException) -> str:
-    """` after N attempts` when the failure is one the transport retried to the end, else ``."""
-    if isinstance(failure, requests.Response):
-        retried = failure.status_code in RETRYABLE_STATUSES and not is_halt_response(failure)
-    else:
-        retried = isinstance(failure, requests.ConnectionError | requests.Timeout)
-    return f" after {http.max_attempts} attempts" if retried else ""
 
 
 def make_session(pool_size: int) -> requests.Session:

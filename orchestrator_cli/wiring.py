@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +16,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator_cli import store
 from orchestrator_cli.auth import BearerAuth, InternalTokenAuth
-from orchestrator_cli.config import Settings, data_dir, mask_url
+from orchestrator_cli.config import Settings, data_dir
 from orchestrator_cli.errors import PriceSourceError
 from orchestrator_cli.gateway import GatewayClient
 from orchestrator_cli.prices import build_price_source
-from orchestrator_cli.risk import Limits
-from orchestrator_cli.runner import RunServices
+from orchestrator_cli.request import Execution, RunRequest, build_request, execution_from
 from orchestrator_cli.schemas import PriceBook
+from orchestrator_cli.services import RunServices
 from orchestrator_cli.signals import SignalClient
 from orchestrator_cli.transport import HttpClient, make_session
 
@@ -37,21 +37,22 @@ def open_database(settings: Settings) -> sessionmaker[Session]:
 def build_run_services(
     settings: Settings,
     *,
+    deadline: float | None,
     progress: Callable[[str], None],
     sleep: Callable[[float], None] = time.sleep,
     with_prices: bool = True,
 ) -> RunServices:
-    """Clients share one pooled HTTP session sized for the order concurrency.
+    """Every client of a run, the price source included, over one pooled HTTP session.
 
     The price source is built (and a PRICES_FILE read) before the database is opened, so a
-    bad price configuration is refused before anything is created or contacted.
+    bad price configuration is refused before anything is created or contacted. `deadline`
+    (time.monotonic()) bounds how long a rate-limited request is waited out.
     """
     session = make_session(settings.order_concurrency)
     prices = (
         build_price_source(settings, session=session, sleep=sleep) if with_prices else NoPrices()
     )
     sessions = open_database(settings)
-    deadline = time.monotonic() + settings.run_deadline_seconds
 
     def client(service: str, base_url: str, token: SecretStr | None) -> HttpClient:
         return HttpClient(
@@ -75,8 +76,36 @@ def build_run_services(
         prices=prices,
         sessions=sessions,
         progress=progress,
-        deadline=deadline,
     )
+
+
+def prepare_run(
+    settings: Settings,
+    symbols: Sequence[str],
+    *,
+    as_of_date: date | None = None,
+    top_n: int | None = None,
+    bottom_n: int | None = None,
+    force: bool = False,
+    progress: Callable[[str], None] = lambda _message: None,
+) -> tuple[RunRequest, RunServices]:
+    """A run as `orch run` makes it: `runner.execute_run(*prepare_run(settings, symbols))`."""
+    request = build_request(
+        settings, symbols, as_of_date=as_of_date, top_n=top_n, bottom_n=bottom_n, force=force
+    )
+    services = build_run_services(settings, deadline=request.execution.deadline, progress=progress)
+    return request, services
+
+
+def prepare_existing(
+    settings: Settings, *, progress: Callable[[str], None]
+) -> tuple[Execution, RunServices]:
+    """What `runs resume` and `runs sync` need: they read no prices and plan nothing."""
+    execution = execution_from(settings)
+    services = build_run_services(
+        settings, deadline=execution.deadline, progress=progress, with_prices=False
+    )
+    return execution, services
 
 
 class NoPrices:
@@ -99,51 +128,6 @@ def service_auth(settings: Settings, bearer: SecretStr | None) -> AuthBase | Non
     if bearer is not None:
         return BearerAuth(bearer.get_secret_value())
     return None
-
-
-def limits_from(settings: Settings) -> Limits:
-    """The pre-trade limits in force, from settings (env, .env or flags)."""
-    return Limits(
-        max_order_notional=settings.max_order_notional,
-        max_gross_exposure=settings.max_gross_exposure,
-        max_orders_per_run=settings.max_orders_per_run,
-        long_only=settings.long_only,
-        restricted_symbols=frozenset(settings.restricted_symbols),
-        min_trade_dollars=settings.min_trade_dollars,
-        min_trade_pct=settings.min_trade_pct,
-    )
-
-
-def settings_snapshot(settings: Settings) -> dict[str, Any]:
-    """The non-secret settings in force, stored on the run for the audit trail."""
-    return {
-        "signal_service_url": mask_url(settings.signal_service_url),
-        "execution_gateway_url": mask_url(settings.execution_gateway_url),
-        "database_url": mask_url(settings.database_url),
-        "price_source": settings.price_source,
-        "market_data_url": mask_url(settings.market_data_url),
-        "redis_url": mask_url(settings.redis_url) if settings.price_source == "redis" else None,
-        "prices_file": str(settings.prices_file) if settings.prices_file else None,
-        "max_price_age_seconds": settings.max_price_age_seconds,
-        "capital": str(settings.capital),
-        "max_position_size": str(settings.max_position_size),
-        "dry_run": settings.dry_run,
-        "order_concurrency": settings.order_concurrency,
-        "http_timeout_seconds": settings.http_timeout_seconds,
-        "http_max_attempts": settings.http_max_attempts,
-        "run_deadline_seconds": settings.run_deadline_seconds,
-        "allow_live_trading": settings.allow_live_trading,
-        "service_auth": auth_mode(settings),
-    }
-
-
-def auth_mode(settings: Settings) -> str:
-    """How requests to the services are authenticated (never the secret itself)."""
-    if settings.internal_token_secret is not None:
-        return f"internal-token as {settings.service_id}"
-    if settings.gateway_api_token is not None or settings.signal_api_token is not None:
-        return "bearer"
-    return "none"
 
 
 def sandbox_state_file(settings: Settings) -> Path:

@@ -9,7 +9,10 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from orchestrator_cli.errors import ServiceError
-from orchestrator_cli.runner import RunRequest, RunServices, execute_run
+from orchestrator_cli.gateway import GatewayMode, Safety, assess_safety, gateway_mode
+from orchestrator_cli.request import Execution, RunRequest, RunSpec
+from orchestrator_cli.risk import Limits
+from orchestrator_cli.runner import execute_run
 from orchestrator_cli.schemas import (
     GatewayConfig,
     GatewayHealth,
@@ -25,6 +28,7 @@ from orchestrator_cli.schemas import (
     SubmitOutcome,
     classify_status,
 )
+from orchestrator_cli.services import RunServices
 
 NOW = datetime(2024, 12, 31, 14, 31, tzinfo=UTC)
 AS_OF = date(2024, 12, 31)
@@ -95,16 +99,15 @@ class FakeGateway:
     def get_positions(self) -> dict[str, Decimal]:
         return dict(self.positions)
 
-    def get_config(self) -> GatewayConfig:
-        return self.config
+    def trading_mode(self) -> GatewayMode:
+        return gateway_mode(self.config)
 
-    def get_kill_switch(self) -> KillSwitchStatus:
+    def safety(self) -> Safety:
         if self.kill_switch == "unknown":
             raise ServiceError("kill-switch state unknown (HTTP 503)")
-        return KillSwitchStatus(state=self.kill_switch)
-
-    def get_health(self) -> GatewayHealth:
-        return GatewayHealth(status=self.health)
+        return assess_safety(
+            KillSwitchStatus(state=self.kill_switch), GatewayHealth(status=self.health)
+        )
 
     def get_order(self, client_order_id: str) -> OrderDetail | None:
         with self.lock:
@@ -208,34 +211,38 @@ class FakePrices:
         return book
 
 
+EXECUTION_FIELDS = frozenset(Execution.__dataclass_fields__)
+
+
 def make_request(symbols: list[str], **changes: object) -> RunRequest:
-    base: dict[str, object] = {
+    """A run of `symbols` on seed-like inputs; `changes` may name RunSpec or Execution fields."""
+    spec: dict[str, object] = {
         "symbols": symbols,
         "strategy_id": "alpha_baseline",
         "capital": Decimal("100000"),
         "max_position_size": Decimal("20000"),
+        "dry_run": False,
+        "limits": Limits(),
         "as_of_date": AS_OF,
-        "order_concurrency": 1,
     }
-    base.update(changes)
-    return RunRequest(**base)  # type: ignore[arg-type]
+    execution: dict[str, object] = {
+        "order_concurrency": 1,
+        "lock_stale_seconds": 60.0,
+        "allow_live_trading": False,
+    }
+    for name, value in changes.items():
+        (execution if name in EXECUTION_FIELDS else spec)[name] = value
+    return RunRequest(RunSpec(**spec), Execution(**execution))  # type: ignore[arg-type]
 
 
 def run(session_factory, signals, gateway, prices, deadline=None, **changes):
-    services = RunServices(
-        signals=signals,
-        gateway=gateway,
-        prices=prices,
-        sessions=session_factory,
-        clock=lambda: NOW,
-        deadline=deadline,
-    )
     symbols = (
         [s.symbol for s in signals.response.signals]
         if not isinstance(signals.response, Exception)
         else ["AAPL"]
     )
-    return execute_run(make_request(symbols, **changes), services).result
+    request = make_request(symbols, deadline=deadline, **changes)
+    return execute_run(request, services_for(session_factory, signals, gateway, prices)).result
 
 
 def services_for(session_factory, signals, gateway, prices):

@@ -26,6 +26,7 @@ from orchestrator_cli.locking import holder_id, is_stale
 from orchestrator_cli.models import OrchestrationRun, RunLock
 from orchestrator_cli.runner import execute_run, resume_run, sync_run
 
+EXECUTION = make_request([]).execution
 SIGNALS = (("AAPL", "0.3"), ("MSFT", "0.3"), ("GOOGL", "0.3"))
 PRICES = {"AAPL": "150", "MSFT": "400", "GOOGL": "170"}
 
@@ -172,10 +173,10 @@ def test_resume_run_by_id_and_a_completed_run_has_nothing_to_resume(session_fact
     with session_factory() as session:
         run_id = session.scalars(select(OrchestrationRun.run_id)).one()
     gateway.on_submit = None
-    resumed = resume_run(run_id, services(session_factory, gateway))
+    resumed = resume_run(run_id, EXECUTION, services(session_factory, gateway))
     assert (resumed.action, resumed.result.status) == ("resumed", "completed")
     assert len({o.client_order_id for o in gateway.sent}) == len(gateway.sent) == 3
-    again = resume_run(run_id, services(session_factory, gateway))
+    again = resume_run(run_id, EXECUTION, services(session_factory, gateway))
     assert again.action == "already_completed"
     assert len(gateway.sent) == 3
 
@@ -210,7 +211,7 @@ def test_resume_refuses_a_run_that_a_later_run_followed(session_factory):
     assert later.action == "ran"
     sent = len(gateway.sent)
     with pytest.raises(ConfigError, match="could order twice"):
-        resume_run(first.result.run_id, services(session_factory, gateway))
+        resume_run(first.result.run_id, EXECUTION, services(session_factory, gateway))
     assert len(gateway.sent) == sent
 
 
@@ -218,7 +219,7 @@ def test_resume_refuses_a_plan_from_an_earlier_trading_day(session_factory):
     gateway = FakeGateway()
     old = crash_yesterday(session_factory, gateway)
     with pytest.raises(ConfigError, match="plan is stale"):
-        resume_run(old, services(session_factory, gateway))
+        resume_run(old, EXECUTION, services(session_factory, gateway))
     assert len(gateway.sent) == 1
 
 
@@ -267,7 +268,7 @@ def test_sync_refreshes_orders_from_the_gateway(session_factory):
     )
     assert {m.order_status for m in outcome.result.mappings} == {"accepted"}
     gateway.answers = {"AAPL": "filled", "MSFT": "canceled", "GOOGL": "partially_filled"}
-    synced = sync_run(outcome.result.run_id, services(session_factory, gateway))
+    synced = sync_run(outcome.result.run_id, EXECUTION, services(session_factory, gateway))
     rows = {m.symbol: m for m in synced.mappings}
     assert rows["AAPL"].order_status == "filled"
     assert rows["AAPL"].filled_qty == rows["AAPL"].order_qty
@@ -297,7 +298,7 @@ def test_a_run_killed_before_its_plan_was_recorded_is_closed_and_the_day_planned
         empty = session.scalars(select(OrchestrationRun)).one()
     assert empty.status == "running"
 
-    resumed = resume_run(empty.run_id, services(session_factory, gateway))
+    resumed = resume_run(empty.run_id, EXECUTION, services(session_factory, gateway))
     assert resumed.result.status == "failed"
     assert "no order was sent" in (resumed.result.error_message or "")
 

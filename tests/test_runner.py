@@ -20,14 +20,12 @@ from fakes import (
 from sqlalchemy import select
 
 from orchestrator_cli import store
+from orchestrator_cli.clock import trading_date
 from orchestrator_cli.errors import DatabaseError, PriceSourceError, ServiceError
+from orchestrator_cli.mode import mode_of
 from orchestrator_cli.models import OrchestrationRun, SignalOrderMapping
 from orchestrator_cli.risk import Limits
-from orchestrator_cli.runner import (
-    decide_status,
-    execute_run,
-    trading_date,
-)
+from orchestrator_cli.runner import execute_run
 from orchestrator_cli.schemas import (
     GatewayConfig,
     OrderRequest,
@@ -394,7 +392,7 @@ def counts(**values: int) -> store.OutcomeCounts:
     ],
 )
 def test_decide_status(values, dry_run, expected):
-    assert decide_status(counts(**values), dry_run=dry_run) == expected
+    assert mode_of(dry_run).status(counts(**values)) == expected
 
 
 def test_reducing_orders_are_answered_before_any_order_adding_exposure(session_factory):

@@ -7,10 +7,10 @@ import requests
 import responses
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
+from orchestrator_cli.gateway import is_halt_response
 from orchestrator_cli.transport import (
     HttpClient,
     describe_error,
-    is_halt_response,
     never_sent,
     parse_retry_after,
 )
@@ -88,6 +88,8 @@ def test_other_statuses_are_never_retried(rsps, sleeps, http, status):
     "detail", ["Kill-switch engaged - new orders blocked", "Circuit breaker tripped"]
 )
 def test_a_halt_503_is_not_retried(rsps, sleeps, http, detail):
+    """A client's `is_final` (the gateway's halt classification) stops the retries."""
+    http.is_final = is_halt_response
     rsps.add(responses.POST, URL, status=503, json={"detail": detail})
     response = http.request("POST", "/api/v1/thing", json_body={})
     assert response.status_code == 503

@@ -1,0 +1,132 @@
+"""Settling orders whose fate the run does not know, by asking the gateway for each id.
+
+An order recorded `planned` or `unknown` may or may not have reached the gateway. The gateway's
+record, looked up by `client_order_id`, settles it: found, its status and fills are taken; not
+found (404), it never arrived. Look-ups go out through a bounded pool like orders do; each answer
+is committed as it comes. An order the gateway cannot be asked about stays as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+from orchestrator_cli import store
+from orchestrator_cli.errors import ServiceError
+from orchestrator_cli.mode import mode_of
+from orchestrator_cli.schemas import OPEN_STATUSES, OrderDetail, OutcomeKind
+from orchestrator_cli.services import RunServices
+
+logger = logging.getLogger(__name__)
+
+# Orders that may be at the gateway without the run knowing their fate.
+UNSETTLED = (OutcomeKind.PLANNED, OutcomeKind.UNKNOWN)
+
+
+class Settlement:
+    """Look-ups and the records they change, for one command's runs."""
+
+    def __init__(self, services: RunServices, *, concurrency: int) -> None:
+        self._services = services
+        self._concurrency = concurrency
+
+    def settle(self, rows: Sequence[store.OrderRow]) -> list[store.OrderRow]:
+        """Ask the gateway about each order; record what it has, return those it never saw."""
+        if not rows:
+            return []
+        gateway = self._services.gateway
+
+        def look_up(row: store.OrderRow) -> OrderDetail | ServiceError | None:
+            try:
+                return gateway.get_order(row.client_order_id)
+            except ServiceError as exc:
+                return exc
+
+        never_arrived = []
+        workers = min(self._concurrency, len(rows))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="orch-settle") as pool:
+            for row, answer in zip(rows, pool.map(look_up, rows), strict=True):
+                if isinstance(answer, ServiceError):
+                    logger.warning("could not settle %s: %s", row.client_order_id, answer)
+                elif answer is None:
+                    never_arrived.append(row)
+                else:
+                    self._record(row, answer)
+        return never_arrived
+
+    def _record(self, row: store.OrderRow, answer: OrderDetail) -> None:
+        with store.transaction(
+            self._services.sessions, "recording an order's state at the gateway"
+        ) as session:
+            store.record_order_detail(session, row.mapping_id, answer, at=self._services.clock())
+
+    def mark_not_sent(self, mapping_ids: Sequence[int], message: str) -> None:
+        """Record orders that never left (a refused plan, an abandoned run) as not sent."""
+        if not mapping_ids:
+            return
+        with store.transaction(
+            self._services.sessions, "recording orders that were not sent"
+        ) as session:
+            store.mark_not_sent(
+                session,
+                mapping_ids,
+                outcome=OutcomeKind.NOT_SENT,
+                order_status="not_sent",
+                message=message,
+                at=self._services.clock(),
+            )
+
+    def in_flight(
+        self, earlier: Sequence[store.RunInfo], *, checked_by: uuid.UUID
+    ) -> dict[str, Decimal]:
+        """Signed shares still open at the gateway from the day's earlier runs, by symbol.
+
+        Their orders that may have reached the gateway are settled first (and the runs'
+        counts refreshed); one the gateway never saw is recorded as not sent: its run is over.
+        """
+        if not earlier:
+            return {}
+        run_ids = [run.run_id for run in earlier]
+        sessions = self._services.sessions
+        with store.transaction(sessions, "reading earlier orders") as session:
+            rows = [
+                r
+                for r in store.order_rows(session, run_ids)
+                if r.outcome in (OutcomeKind.ACCEPTED, *UNSETTLED)
+            ]
+        if not rows:
+            return {}
+        self._services.progress(f"checking {len(rows)} orders of earlier runs at the gateway")
+        never_arrived = [r.mapping_id for r in self.settle(rows)]
+        self.mark_not_sent(never_arrived, f"not at the gateway when run {checked_by} checked it")
+        for run_id in run_ids:
+            refresh_run(self._services, run_id)
+        with store.transaction(sessions, "reading earlier orders") as session:
+            settled = store.order_rows(session, run_ids)
+        gone = set(never_arrived)
+        open_shares: dict[str, Decimal] = {}
+        for row in settled:
+            if row.mapping_id in gone or row.order_status not in OPEN_STATUSES:
+                continue
+            remaining = Decimal(row.qty) - (row.filled_qty or 0)
+            signed = remaining if row.side == "buy" else -remaining
+            open_shares[row.symbol] = open_shares.get(row.symbol, Decimal(0)) + signed
+        return open_shares
+
+
+def refresh_run(services: RunServices, run_id: uuid.UUID) -> None:
+    """Re-derive a finished run's counts and status from its orders (after settling them).
+
+    A run still `running` keeps its status. A run that turns out completed loses the error
+    message that described its then-unsettled orders.
+    """
+    with store.transaction(services.sessions, "updating the run's counts") as session:
+        info = store.run_info(session, run_id)
+        status = info.status
+        counts = store.outcome_counts(session, run_id)
+        if status != "running" and counts.orders_planned:
+            status = mode_of(info.dry_run).status(counts)
+        store.refresh_counts(session, run_id, status=status)
