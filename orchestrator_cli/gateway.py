@@ -214,62 +214,59 @@ class GatewayClient:
     ) -> SubmitOutcome:
         status = response.status_code
         detail = response_detail(response)
-
-        def answer(
-            kind: OutcomeKind, order_status: str, message: str, *, stop: bool = False
-        ) -> SubmitOutcome:
-            if kind is not OutcomeKind.UNKNOWN and log.maybe_created_before_last:
-                kind, order_status = OutcomeKind.UNKNOWN, "unknown"
-                message = (
-                    f"the {self._service} answered HTTP {status}{log.after()}: {detail}, but an "
-                    f"earlier attempt may have reached it; {self._settle_hint(order)}"
-                )
-            return SubmitOutcome(
-                client_order_id=order.client_order_id,
-                kind=kind,
-                order_status=order_status,
-                message=message,
-                http_status=status,
-                stops_run=stop,
-                sent=kind is not OutcomeKind.NOT_SENT,
+        kind, order_status, message, stop = self._refusal(order, response, detail, log)
+        if kind is not OutcomeKind.UNKNOWN and log.maybe_created_before_last:
+            kind, order_status = OutcomeKind.UNKNOWN, "unknown"
+            message = (
+                f"the {self._service} answered HTTP {status}{log.after()}: {detail}, but an "
+                f"earlier attempt may have reached it; {self._settle_hint(order)}"
             )
+        return SubmitOutcome(
+            client_order_id=order.client_order_id,
+            kind=kind,
+            order_status=order_status,
+            message=message,
+            http_status=status,
+            stops_run=stop,
+            sent=kind is not OutcomeKind.NOT_SENT,
+        )
 
+    def _refusal(
+        self, order: OrderRequest, response: requests.Response, detail: str, log: _DeliveryLog
+    ) -> tuple[OutcomeKind, str, str, bool]:
+        """What a non-200 answer to the last attempt says: (kind, status, message, stops run)."""
+        status = response.status_code
         if status in (400, 422):
-            return answer(OutcomeKind.REJECTED, "rejected", detail)
+            return OutcomeKind.REJECTED, "rejected", detail, False
         if status == 409:
-            return answer(
-                OutcomeKind.REJECTED,
-                "rejected",
+            message = (
                 f"client_order_id {order.client_order_id} already used for a different order "
-                f"at the gateway: {detail}",
+                f"at the gateway: {detail}"
             )
+            return OutcomeKind.REJECTED, "rejected", message, False
         if status in (401, 403):
             refused = "authentication" if status == 401 else "permission"
-            return answer(
-                OutcomeKind.BLOCKED,
-                "blocked",
+            message = (
                 f"the {self._service} refused {refused} (HTTP {status}): {detail}; "
-                "check the service credentials; no further order is sent",
-                stop=True,
+                "check the service credentials; no further order is sent"
             )
+            return OutcomeKind.BLOCKED, "blocked", message, True
         if is_halt_response(response):
             breaker = "circuit breaker" in response.text.lower()
             halted = "blocked_circuit_breaker" if breaker else "blocked_kill_switch"
-            return answer(OutcomeKind.BLOCKED, halted, detail, stop=True)
+            return OutcomeKind.BLOCKED, halted, detail, True
         if status == 429:
-            return answer(
-                OutcomeKind.NOT_SENT,
-                "not_sent",
+            message = (
                 f"rate limited by the gateway (HTTP 429){log.after()}: {detail}; "
-                "the order was not created: re-run later to send it",
+                "the order was not created: re-run later to send it"
             )
+            return OutcomeKind.NOT_SENT, "not_sent", message, False
         retried = log.after() if status in RETRYABLE_STATUSES else ""
-        return answer(
-            OutcomeKind.UNKNOWN,
-            "unknown",
+        message = (
             f"the {self._service} answered HTTP {status}{retried}: {detail}; "
-            f"{self._settle_hint(order)}",
+            f"{self._settle_hint(order)}"
         )
+        return OutcomeKind.UNKNOWN, "unknown", message, False
 
     def get_order(self, client_order_id: str) -> OrderDetail | None:
         """The order as the gateway has it, or None when the gateway says it has no such order."""

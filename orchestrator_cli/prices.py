@@ -445,26 +445,39 @@ def build_price_source(
             )
         return FilePriceSource(settings.prices_file, max_age=max_age)
     if settings.price_source == "redis":
-        try:
-            import redis
-        except ImportError:
-            raise ConfigError(
-                "PRICE_SOURCE=redis needs the redis extra: pip install 'orchestrator-cli[redis]'"
-            ) from None
-        # No ping here: nothing is contacted before the run starts; the first MGET is the contact.
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
+        return _redis_source(settings, max_age)
+    return _alpaca_source(settings, max_age, session=session, sleep=sleep)
 
-        client = redis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.http_timeout_seconds,
-            socket_connect_timeout=settings.http_timeout_seconds,
-            decode_responses=False,
-            # Attempts follow HTTP_MAX_ATTEMPTS like every other service call.
-            retry=Retry(NoBackoff(), settings.http_max_attempts - 1),
-        )
-        return RedisPriceSource(client, max_age=max_age)
 
+def _redis_source(settings: Settings, max_age: timedelta) -> RedisPriceSource:
+    try:
+        import redis
+    except ImportError:
+        raise ConfigError(
+            "PRICE_SOURCE=redis needs the redis extra: pip install 'orchestrator-cli[redis]'"
+        ) from None
+    # No ping here: nothing is contacted before the run starts; the first MGET is the contact.
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.http_timeout_seconds,
+        socket_connect_timeout=settings.http_timeout_seconds,
+        decode_responses=False,
+        # Attempts follow HTTP_MAX_ATTEMPTS like every other service call.
+        retry=Retry(NoBackoff(), settings.http_max_attempts - 1),
+    )
+    return RedisPriceSource(client, max_age=max_age)
+
+
+def _alpaca_source(
+    settings: Settings,
+    max_age: timedelta,
+    *,
+    session: requests.Session,
+    sleep: Callable[[float], None],
+) -> AlpacaPriceSource:
     key_id = settings.alpaca_api_key_id
     secret_key = settings.alpaca_api_secret_key
     missing = [

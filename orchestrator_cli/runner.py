@@ -402,7 +402,9 @@ def _plan(run: ActiveRun, spec: RunSpec, earlier: Sequence[store.RunInfo]) -> Pl
     signals, zeroed = risk.apply_long_only(response.signals, spec.limits)
     services.progress("reading positions from the gateway")
     positions = services.gateway.get_positions()
-    for symbol, shares in run.settlement.in_flight(earlier, checked_by=run.run_id).items():
+    for symbol, shares in run.settlement.settle_earlier_runs(
+        earlier, checked_by=run.run_id
+    ).items():
         if shares:
             logger.info("%s: %s shares still open at the gateway from earlier runs", symbol, shares)
             positions[symbol] = positions.get(symbol, Decimal(0)) + shares

@@ -79,10 +79,10 @@ class Settlement:
                 at=self._services.clock(),
             )
 
-    def in_flight(
+    def settle_earlier_runs(
         self, earlier: Sequence[store.RunInfo], *, checked_by: uuid.UUID
     ) -> dict[str, Decimal]:
-        """Signed shares still open at the gateway from the day's earlier runs, by symbol.
+        """Settle the day's earlier runs; return their shares still open, signed, by symbol.
 
         Their orders that may have reached the gateway are settled first (and the runs'
         counts refreshed); one the gateway never saw is recorded as not sent: its run is over.
