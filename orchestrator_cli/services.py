@@ -33,7 +33,7 @@ class OrderGateway(Protocol):
     """What the run needs of an execution gateway (`gateway.GatewayClient`).
 
     `trading_mode` and `safety` are the gateway's own preflight in gateway-neutral terms; a
-    second kind of gateway implements these six methods and nothing else.
+    second kind of gateway implements these five methods and nothing else.
     """
 
     def trading_mode(self) -> GatewayMode: ...
