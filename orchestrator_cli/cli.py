@@ -19,8 +19,9 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from orchestrator_cli import __version__, render, store
+from orchestrator_cli import __version__, db, render, store
 from orchestrator_cli.config import Settings, load_settings, mask_url
+from orchestrator_cli.db import open_database
 from orchestrator_cli.errors import ConfigError, ExitCode, OrchError
 from orchestrator_cli.runner import (
     RunOutcome,
@@ -35,7 +36,6 @@ from orchestrator_cli.schemas import SYMBOL_PATTERN, RunStatus, symbols_from
 from orchestrator_cli.wiring import (
     build_run_services,
     limits_from,
-    open_database,
     sandboxed,
     serve_sandbox,
     settings_snapshot,
@@ -367,7 +367,7 @@ def runs_list(
         if status is not None and status not in RUN_STATUSES:
             raise ConfigError(f"--status {status!r}: use one of {', '.join(RUN_STATUSES)}")
         sessions = open_database(_settings_for_reading())
-        with store.transaction(sessions, "listing runs") as session:
+        with db.transaction(sessions, "listing runs") as session:
             page = store.list_runs(
                 session, limit=limit, offset=offset, status=status, strategy_id=strategy
             )
@@ -386,7 +386,7 @@ def runs_show(
     """Show one run with every signal-to-order mapping."""
     with handle_errors(ctx):
         sessions = open_database(_settings_for_reading())
-        with store.transaction(sessions, "reading the run") as session:
+        with db.transaction(sessions, "reading the run") as session:
             result = store.load_run(session, store.resolve_run_id(session, run_id))
         if json_output:
             emit_json(result.model_dump_json())
@@ -413,7 +413,7 @@ def runs_resume(
         settings = load_settings({"allow_live_trading": True if live else None})
         setup_logging(settings.log_level)
         services = build_run_services(settings, progress=logger.info, with_prices=False)
-        with store.transaction(services.sessions, "finding the run") as session:
+        with db.transaction(services.sessions, "finding the run") as session:
             found = store.resolve_run_id(session, run_id)
         outcome = resume_run(
             found,
@@ -435,7 +435,7 @@ def runs_sync(
     with handle_errors(ctx):
         settings = _settings_for_reading()
         services = build_run_services(settings, progress=logger.info, with_prices=False)
-        with store.transaction(services.sessions, "finding the run") as session:
+        with db.transaction(services.sessions, "finding the run") as session:
             found = store.resolve_run_id(session, run_id)
         result = sync_run(found, services)
         if json_output:
@@ -449,8 +449,8 @@ def db_upgrade(ctx: typer.Context) -> None:
     """Apply the Alembic migrations to DATABASE_URL (needed once for PostgreSQL)."""
     with handle_errors(ctx):
         settings = _settings_for_reading()
-        engine = store.make_engine(settings.database_url)
-        before, after = store.upgrade_database(engine)
+        engine = db.make_engine(settings.database_url)
+        before, after = db.upgrade_database(engine)
         where = mask_url(settings.database_url)
         if before == after:
             out.print(f"{where} is already at migration {after}")

@@ -21,7 +21,7 @@ from types import TracebackType
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator_cli import store
+from orchestrator_cli import db, store
 from orchestrator_cli.errors import DatabaseError, RunInProgressError
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class RunLock:
         strategy_id, as_of_date = self.strategy_id, self.as_of_date
         for _ in range(3):
             try:
-                with store.transaction(self.sessions, "taking the run lock") as session:
+                with db.transaction(self.sessions, "taking the run lock") as session:
                     store.insert_lock(
                         session,
                         strategy_id=strategy_id,
@@ -99,7 +99,7 @@ class RunLock:
             except DatabaseError as exc:
                 if not isinstance(exc.__cause__, IntegrityError):
                     raise
-            with store.transaction(self.sessions, "reading the run lock") as session:
+            with db.transaction(self.sessions, "reading the run lock") as session:
                 current = store.lock_holder(session, strategy_id, as_of_date)
                 if current is None:
                     continue  # released in between: try to insert again
@@ -140,7 +140,7 @@ class RunLock:
         self._beat()
 
     def _beat(self) -> bool:
-        with store.transaction(self.sessions, "beating the run lock heartbeat") as session:
+        with db.transaction(self.sessions, "beating the run lock heartbeat") as session:
             return store.beat_lock(
                 session,
                 strategy_id=self.strategy_id,
@@ -165,7 +165,7 @@ class RunLock:
         if self._beater is not None:
             self._beater.join()
         try:
-            with store.transaction(self.sessions, "releasing the run lock") as session:
+            with db.transaction(self.sessions, "releasing the run lock") as session:
                 store.release_lock(
                     session,
                     strategy_id=self.strategy_id,

@@ -35,7 +35,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator_cli import risk, sizing, store
+from orchestrator_cli import db, risk, sizing, store
 from orchestrator_cli.errors import ConfigError, DatabaseError, PriceSourceError, ServiceError
 from orchestrator_cli.locking import RunLock
 from orchestrator_cli.prices import PriceSource
@@ -199,7 +199,7 @@ class Runner:
         self.generation = 0
 
     def _tx(self, what: str) -> AbstractContextManager[Session]:
-        return store.transaction(self.services.sessions, what)
+        return db.transaction(self.services.sessions, what)
 
     def lock(self, as_of: date, run_id: uuid.UUID) -> RunLock:
         return RunLock(
@@ -742,7 +742,7 @@ def execute_run(request: RunRequest, services: RunServices) -> RunOutcome:
 
 def _runner_for(run_id: uuid.UUID, services: RunServices, **options: Any) -> Runner:
     """A runner bound to an existing run, with that run's own inputs."""
-    with store.transaction(services.sessions, "reading the run") as session:
+    with db.transaction(services.sessions, "reading the run") as session:
         info = store.run_info(session, run_id)
     request = RunRequest(
         symbols=info.symbols,
@@ -777,7 +777,7 @@ def resume_run(
     )
     as_of = runner.request.as_of_date or trading_date(services.clock())
     with runner.lock(as_of, run_id):
-        with store.transaction(services.sessions, "reading the run") as session:
+        with db.transaction(services.sessions, "reading the run") as session:
             info = store.run_info(session, run_id)
             day = store.runs_for_date(session, info.strategy_id, info.as_of_date)
             result = store.load_run(session, run_id)
@@ -812,13 +812,13 @@ def sync_run(run_id: uuid.UUID, services: RunServices) -> RunResult:
     """
     runner = _runner_for(run_id, services)
     dry_run = runner.request.dry_run
-    with store.transaction(services.sessions, "reading the run") as session:
+    with db.transaction(services.sessions, "reading the run") as session:
         rows = store.order_rows(session, [run_id])
     if not dry_run:
         services.progress(f"asking the gateway about {len(rows)} orders")
         runner.settle(rows)
     refresh_run(services.sessions, run_id, dry_run=dry_run)
-    with store.transaction(services.sessions, "reading the run") as session:
+    with db.transaction(services.sessions, "reading the run") as session:
         return store.load_run(session, run_id)
 
 
@@ -828,7 +828,7 @@ def refresh_run(sessions: sessionmaker[Session], run_id: uuid.UUID, *, dry_run: 
     A run still `running` keeps its status. A run that turns out completed loses the error
     message that described its then-unsettled orders.
     """
-    with store.transaction(sessions, "updating the run's counts") as session:
+    with db.transaction(sessions, "updating the run's counts") as session:
         status = store.run_info(session, run_id).status
         counts = store.outcome_counts(session, run_id)
         if status != "running" and counts.orders_planned:
