@@ -1,4 +1,4 @@
-"""The audit trail (runs, their mappings) and the run-lock rows; functions take the session first.
+"""The audit trail: runs and their signal-to-order mappings; functions take the session first.
 
 The caller owns transactions (see `db.transaction`): these functions flush (so ids and
 constraint errors surface at once) but never commit.
@@ -15,11 +15,11 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, get_args
 
-from sqlalchemy import String, case, cast, delete, func, select, update
+from sqlalchemy import String, case, cast, func, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator_cli.errors import RunNotFoundError
-from orchestrator_cli.models import OrchestrationRun, RunLock, SignalOrderMapping
+from orchestrator_cli.models import OrchestrationRun, SignalOrderMapping
 from orchestrator_cli.schemas import (
     MappingResult,
     OrderDetail,
@@ -313,108 +313,6 @@ def refresh_counts(session: Session, run_id: uuid.UUID, *, status: str) -> None:
     row.status = status
     _store_counts(row, outcome_counts(session, run_id))
     session.flush()
-
-
-# --- Run lock -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LockHolder:
-    """Who holds the run lock of a strategy and date, and since when."""
-
-    run_id: uuid.UUID
-    holder: str
-    acquired_at: datetime
-    heartbeat_at: datetime
-
-
-def insert_lock(
-    session: Session,
-    *,
-    strategy_id: str,
-    as_of_date: date,
-    run_id: uuid.UUID,
-    holder: str,
-    now: datetime,
-) -> None:
-    """Claim a free lock; raises IntegrityError (at flush) when it is already held."""
-    session.add(
-        RunLock(
-            strategy_id=strategy_id,
-            as_of_date=as_of_date,
-            run_id=run_id,
-            holder=holder,
-            acquired_at=now,
-            heartbeat_at=now,
-        )
-    )
-    session.flush()
-
-
-def lock_holder(session: Session, strategy_id: str, as_of_date: date) -> LockHolder | None:
-    row = session.get(RunLock, (strategy_id, as_of_date))
-    if row is None:
-        return None
-    return LockHolder(row.run_id, row.holder, row.acquired_at, row.heartbeat_at)
-
-
-def take_over_lock(
-    session: Session,
-    *,
-    strategy_id: str,
-    as_of_date: date,
-    stale: LockHolder,
-    run_id: uuid.UUID,
-    holder: str,
-    now: datetime,
-) -> bool:
-    """Replace a dead holder; False when someone else changed the lock first."""
-    result = session.execute(
-        update(RunLock)
-        .where(
-            RunLock.strategy_id == strategy_id,
-            RunLock.as_of_date == as_of_date,
-            RunLock.run_id == stale.run_id,
-            RunLock.holder == stale.holder,
-            RunLock.heartbeat_at == stale.heartbeat_at,
-        )
-        .values(run_id=run_id, holder=holder, acquired_at=now, heartbeat_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(getattr(result, "rowcount", 0) == 1)
-
-
-def beat_lock(
-    session: Session,
-    *,
-    strategy_id: str,
-    as_of_date: date,
-    holder: str,
-    run_id: uuid.UUID,
-    now: datetime,
-) -> bool:
-    """Refresh the holder's heartbeat (and the run it protects); False if no longer held."""
-    result = session.execute(
-        update(RunLock)
-        .where(
-            RunLock.strategy_id == strategy_id,
-            RunLock.as_of_date == as_of_date,
-            RunLock.holder == holder,
-        )
-        .values(heartbeat_at=now, run_id=run_id)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(getattr(result, "rowcount", 0) == 1)
-
-
-def release_lock(session: Session, *, strategy_id: str, as_of_date: date, holder: str) -> None:
-    session.execute(
-        delete(RunLock).where(
-            RunLock.strategy_id == strategy_id,
-            RunLock.as_of_date == as_of_date,
-            RunLock.holder == holder,
-        )
-    )
 
 
 # --- Reads --------------------------------------------------------------------------------------

@@ -20,10 +20,9 @@ from fakes import (
 )
 from sqlalchemy import select
 
-from orchestrator_cli import store
 from orchestrator_cli.errors import ConfigError, RunInProgressError
-from orchestrator_cli.locking import holder_id, is_stale
-from orchestrator_cli.models import OrchestrationRun, RunLock
+from orchestrator_cli.locking import LockHolder, holder_id, is_stale
+from orchestrator_cli.models import OrchestrationRun, RunLock, SignalOrderMapping
 from orchestrator_cli.runner import execute_run, resume_run, sync_run
 
 SIGNALS = (("AAPL", "0.3"), ("MSFT", "0.3"), ("GOOGL", "0.3"))
@@ -124,12 +123,12 @@ def test_a_dead_holder_is_detected_and_taken_over(session_factory, holder, age):
 
 
 def test_is_stale_table():
-    lock = store.LockHolder(uuid.uuid4(), holder_id(), NOW, NOW)
+    lock = LockHolder(uuid.uuid4(), holder_id(), NOW, NOW)
     assert not is_stale(lock, now=NOW, stale_after=timedelta(seconds=60))
     assert is_stale(lock, now=NOW + timedelta(seconds=61), stale_after=timedelta(seconds=60))
-    gone = store.LockHolder(uuid.uuid4(), f"{socket.gethostname()}:999999", NOW, NOW)
+    gone = LockHolder(uuid.uuid4(), f"{socket.gethostname()}:999999", NOW, NOW)
     assert is_stale(gone, now=NOW, stale_after=timedelta(seconds=60))
-    remote = store.LockHolder(uuid.uuid4(), "other-host:1", NOW, NOW)
+    remote = LockHolder(uuid.uuid4(), "other-host:1", NOW, NOW)
     assert not is_stale(remote, now=NOW, stale_after=timedelta(seconds=60))
 
 
@@ -145,8 +144,8 @@ def test_an_interrupted_run_is_resumed_not_replanned(session_factory):
         assert interrupted.status == "running"
         planned = set(
             session.scalars(
-                select(store.SignalOrderMapping.client_order_id).where(
-                    store.SignalOrderMapping.client_order_id.is_not(None)
+                select(SignalOrderMapping.client_order_id).where(
+                    SignalOrderMapping.client_order_id.is_not(None)
                 )
             )
         )
