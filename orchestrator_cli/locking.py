@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator_cli import db
 from orchestrator_cli.errors import DatabaseError, RunInProgressError
-from orchestrator_cli.models import RunLock as RunLockRow
+from orchestrator_cli.models import RunLockRow
 
 logger = logging.getLogger(__name__)
 

@@ -464,7 +464,7 @@ def test_limits_are_enforced_and_shown(orch: Orch, sandbox: Sandbox) -> None:
 def test_sigterm_stops_sending_releases_the_lock_and_the_run_resumes(
     orch: Orch, sandbox: Sandbox
 ) -> None:
-    from orchestrator_cli.models import RunLock
+    from orchestrator_cli.models import RunLockRow
 
     args = ("run", "--symbols", ",".join(f"T{i:02d}" for i in range(10)), "--top-n", "10")
     args += ("--bottom-n", "0")
@@ -489,7 +489,7 @@ def test_sigterm_stops_sending_releases_the_lock_and_the_run_resumes(
     engine = db.make_engine(orch.database_url)
     try:
         with engine.connect() as connection:
-            assert connection.scalars(select(RunLock.run_id)).all() == []  # released at once
+            assert connection.scalars(select(RunLockRow.run_id)).all() == []  # released at once
     finally:
         engine.dispose()
 

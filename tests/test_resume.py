@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from orchestrator_cli.errors import ConfigError, RunInProgressError
 from orchestrator_cli.locking import LockHolder, holder_id, is_stale
-from orchestrator_cli.models import OrchestrationRun, RunLock, SignalOrderMapping
+from orchestrator_cli.models import OrchestrationRun, RunLockRow, SignalOrderMapping
 from orchestrator_cli.runner import execute_run, resume_run, sync_run
 
 SIGNALS = (("AAPL", "0.3"), ("MSFT", "0.3"), ("GOOGL", "0.3"))
@@ -43,7 +43,7 @@ def put_lock(session_factory, holder: str, heartbeat_age: timedelta, run_id=None
     run_id = run_id or uuid.uuid4()
     with session_factory.begin() as session:
         session.add(
-            RunLock(
+            RunLockRow(
                 strategy_id="alpha_baseline",
                 as_of_date=AS_OF,
                 run_id=run_id,
@@ -119,7 +119,7 @@ def test_a_dead_holder_is_detected_and_taken_over(session_factory, holder, age):
     assert outcome.result.status == "completed"
     assert len(gateway.sent) == 3
     with session_factory() as session:
-        assert session.scalars(select(RunLock)).all() == []  # released at the end
+        assert session.scalars(select(RunLockRow)).all() == []  # released at the end
 
 
 def test_is_stale_table():
@@ -284,7 +284,7 @@ def test_lock_is_released_after_a_refused_run(session_factory):
     )
     assert outcome.result.status == "failed"
     with session_factory() as session:
-        assert session.scalars(select(RunLock)).all() == []
+        assert session.scalars(select(RunLockRow)).all() == []
 
 
 def test_a_run_killed_before_its_plan_was_recorded_is_closed_and_the_day_planned_anew(
