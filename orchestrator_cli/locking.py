@@ -181,7 +181,6 @@ class RunLock:
         self.stale_after = stale_after
         self.clock = clock
         self.holder = holder_id()
-        self.replaced: LockHolder | None = None  # the dead holder taken over, if any
         self._stop = threading.Event()
         self._beater: threading.Thread | None = None
 
@@ -232,7 +231,6 @@ class RunLock:
                     holder=self.holder,
                     now=self.clock(),
                 ):
-                    self.replaced = current
                     logger.warning(
                         "the previous holder of the %s %s run lock is gone (%s); taking over",
                         self.strategy_id,
