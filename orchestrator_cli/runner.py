@@ -703,8 +703,6 @@ class Runner:
             store.mark_not_sent(
                 session,
                 mapping_ids,
-                outcome=OutcomeKind.NOT_SENT,
-                order_status="not_sent",
                 message=message,
                 at=self.services.clock(),
             )

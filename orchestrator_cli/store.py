@@ -63,8 +63,8 @@ def create_run(
     price_source: str,
     started_at: datetime,
     settings_snapshot: dict[str, Any],
-    limits: dict[str, Any] | None = None,
-    generation: int = 0,
+    limits: dict[str, Any],
+    generation: int,
 ) -> None:
     """Insert a run with status "running"; snapshot values JSON lacks (Decimal, Path) go as text."""
     session.add(
@@ -80,7 +80,7 @@ def create_run(
             price_source=price_source,
             started_at=started_at,
             settings=json.loads(json.dumps(settings_snapshot, default=str)),
-            limits=None if limits is None else json.loads(json.dumps(limits, default=str)),
+            limits=json.loads(json.dumps(limits, default=str)),
             generation=generation,
         )
     )
@@ -181,18 +181,21 @@ def mark_not_sent(
     session: Session,
     mapping_ids: Sequence[int],
     *,
-    outcome: OutcomeKind,
-    order_status: str,
     message: str,
     at: datetime,
 ) -> None:
-    """Give the same outcome to several orders that were never sent (e.g. after a kill switch)."""
+    """Record orders never sent (e.g. after a kill switch): outcome and status `not_sent`."""
     if not mapping_ids:
         return
     session.execute(
         update(SignalOrderMapping)
         .where(SignalOrderMapping.id.in_(mapping_ids))
-        .values(outcome=outcome.value, order_status=order_status, detail=message, updated_at=at)
+        .values(
+            outcome=OutcomeKind.NOT_SENT.value,
+            order_status="not_sent",
+            detail=message,
+            updated_at=at,
+        )
     )
     session.flush()
 
@@ -244,7 +247,6 @@ def finish_run(
     status: str,
     error_message: str | None,
     completed_at: datetime,
-    num_signals: int | None = None,
 ) -> None:
     """Close a run: status, duration and the num_orders_* counts taken from its mappings."""
     if status not in get_args(RunStatus):
@@ -256,8 +258,6 @@ def finish_run(
     row.error_message = error_message
     row.completed_at = completed_at
     row.duration_seconds = (Decimal(elapsed) / 1_000_000).quantize(_MILLISECOND)
-    if num_signals is not None:
-        row.num_signals = num_signals
     _store_counts(row, counts)
     session.flush()
 

@@ -33,6 +33,8 @@ def new_run(session, run_id=None, *, strategy_id="alpha_baseline", started_at=ST
         "price_source": "file",
         "started_at": started_at,
         "settings_snapshot": {"capital": Decimal("100000"), "order_concurrency": 8},
+        "limits": {"max_order_notional": Decimal("25000"), "long_only": False},
+        "generation": 0,
     }
     store.create_run(session, **(fields | changes))
     return run_id
@@ -105,6 +107,7 @@ def test_run_and_mappings_round_trip_exactly(session_factory, make_plan):
     assert (run.capital, run.max_position_size) == (Decimal("100000.00"), Decimal("20000.00"))
     assert run.symbols == ["AAPL", "MSFT"]
     assert run.settings == {"capital": "100000", "order_concurrency": 8}
+    assert (run.limits, run.generation) == ({"max_order_notional": "25000", "long_only": False}, 0)
     assert (run.status, run.error_message, run.model_version) == (
         "partial",
         "1 price unavailable",
@@ -257,21 +260,10 @@ def test_outcome_counts_and_finish_run_count_each_kind(session_factory, make_pla
                 outcome(f"c-{symbol}", kind, status, sent=sent),
                 at=START,
             )
-        store.mark_not_sent(
-            session,
-            [ids_by_symbol["F"]],
-            outcome=OutcomeKind.NOT_SENT,
-            order_status="not_sent",
-            message="kill switch engaged",
-            at=START,
-        )
-        store.mark_not_sent(
-            session,
-            [],
-            outcome=OutcomeKind.NOT_SENT,
-            order_status="not_sent",
-            message="x",
-            at=START,
+        store.mark_not_sent(session, [ids_by_symbol["F"]], message="kill switch engaged", at=START)
+        store.mark_not_sent(session, [], message="x", at=START)
+        store.record_signal_metadata(
+            session, run_id, num_signals=9, model_version=None, generated_at=None
         )
         counts = store.outcome_counts(session, run_id)
         store.finish_run(
@@ -280,7 +272,6 @@ def test_outcome_counts_and_finish_run_count_each_kind(session_factory, make_pla
             status="partial",
             error_message=None,
             completed_at=START,
-            num_signals=9,
         )
 
     assert counts == store.OutcomeCounts(
@@ -298,11 +289,12 @@ def test_outcome_counts_and_finish_run_count_each_kind(session_factory, make_pla
     with session_factory() as session:
         result = store.load_run(session, run_id)
         not_sent = session.get_one(SignalOrderMapping, ids_by_symbol["F"])
-    assert (not_sent.outcome, not_sent.detail, not_sent.submitted_at) == (
-        "not_sent",
-        "kill switch engaged",
-        None,
-    )
+    assert (
+        not_sent.outcome,
+        not_sent.order_status,
+        not_sent.detail,
+        not_sent.submitted_at,
+    ) == ("not_sent", "not_sent", "kill switch engaged", None)
     assert result.model_dump(
         include={
             "num_signals",
