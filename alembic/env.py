@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from orchestrator_cli import models
 from orchestrator_cli.config import load_settings
-from orchestrator_cli.store import make_engine
+from orchestrator_cli.db import make_engine
 
 config = context.config
 target_metadata = models.Base.metadata

@@ -19,14 +19,14 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from orchestrator_cli import __version__, render, store
+from orchestrator_cli import __version__, db, render, store
 from orchestrator_cli.clock import check_as_of, utc_now
 from orchestrator_cli.config import Settings, load_settings, mask_url
+from orchestrator_cli.db import open_database
 from orchestrator_cli.errors import ConfigError, ExitCode, OrchError
 from orchestrator_cli.runner import RunOutcome, execute_run, resume_run, sync_run
 from orchestrator_cli.schemas import SYMBOL_PATTERN, RunStatus, symbols_from
 from orchestrator_cli.wiring import (
-    open_database,
     prepare_existing,
     prepare_run,
     sandboxed,
@@ -350,7 +350,7 @@ def runs_list(
         if status is not None and status not in RUN_STATUSES:
             raise ConfigError(f"--status {status!r}: use one of {', '.join(RUN_STATUSES)}")
         sessions = open_database(_settings_for_reading())
-        with store.transaction(sessions, "listing runs") as session:
+        with db.transaction(sessions, "listing runs") as session:
             page = store.list_runs(
                 session, limit=limit, offset=offset, status=status, strategy_id=strategy
             )
@@ -369,7 +369,7 @@ def runs_show(
     """Show one run with every signal-to-order mapping."""
     with handle_errors(ctx):
         sessions = open_database(_settings_for_reading())
-        with store.transaction(sessions, "reading the run") as session:
+        with db.transaction(sessions, "reading the run") as session:
             result = store.load_run(session, store.resolve_run_id(session, run_id))
         if json_output:
             emit_json(result.model_dump_json())
@@ -396,7 +396,7 @@ def runs_resume(
         settings = settings_from_options(ctx)
         setup_logging(settings.log_level)
         execution, services = prepare_existing(settings, progress=logger.info)
-        with store.transaction(services.sessions, "finding the run") as session:
+        with db.transaction(services.sessions, "finding the run") as session:
             found = store.resolve_run_id(session, run_id)
         show_outcome(resume_run(found, execution, services), json_output=json_output)
 
@@ -410,7 +410,7 @@ def runs_sync(
     """Refresh every order of a run from the gateway (status, fills) and update its counts."""
     with handle_errors(ctx):
         execution, services = prepare_existing(_settings_for_reading(), progress=logger.info)
-        with store.transaction(services.sessions, "finding the run") as session:
+        with db.transaction(services.sessions, "finding the run") as session:
             found = store.resolve_run_id(session, run_id)
         result = sync_run(found, execution, services)
         if json_output:
@@ -424,8 +424,8 @@ def db_upgrade(ctx: typer.Context) -> None:
     """Apply the Alembic migrations to DATABASE_URL (needed once for PostgreSQL)."""
     with handle_errors(ctx):
         settings = _settings_for_reading()
-        engine = store.make_engine(settings.database_url)
-        before, after = store.upgrade_database(engine)
+        engine = db.make_engine(settings.database_url)
+        before, after = db.upgrade_database(engine)
         where = mask_url(settings.database_url)
         if before == after:
             out.print(f"{where} is already at migration {after}")

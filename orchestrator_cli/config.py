@@ -169,10 +169,6 @@ class Settings(BaseSettings):
     def _lower_source(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
 
 _USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>.*)@(?P<rest>[^@]*)$")
 

@@ -5,6 +5,9 @@ every process that shares the database, SQLite or PostgreSQL. Its holder (`host:
 a heartbeat while it runs. A holder is dead, and its lock is taken over, when its heartbeat is
 older than LOCK_STALE_SECONDS or, on the same host, when its process no longer exists (so a
 run killed a moment ago is taken over at once, not a minute later).
+
+The row's SQL is here too, next to the policy that is its only user: `RunLock` opens a short
+transaction of its own for each step (take, read, take over, beat, release).
 """
 
 from __future__ import annotations
@@ -15,16 +18,124 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from types import TracebackType
 
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator_cli import store
+from orchestrator_cli import db
 from orchestrator_cli.errors import DatabaseError, RunInProgressError
+from orchestrator_cli.models import RunLockRow
 
 logger = logging.getLogger(__name__)
+
+
+# --- The lock's row -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds the run lock of a strategy and date, and since when."""
+
+    run_id: uuid.UUID
+    holder: str
+    acquired_at: datetime
+    heartbeat_at: datetime
+
+
+def _insert_lock(
+    session: Session,
+    *,
+    strategy_id: str,
+    as_of_date: date,
+    run_id: uuid.UUID,
+    holder: str,
+    now: datetime,
+) -> None:
+    """Claim a free lock; raises IntegrityError (at flush) when it is already held."""
+    session.add(
+        RunLockRow(
+            strategy_id=strategy_id,
+            as_of_date=as_of_date,
+            run_id=run_id,
+            holder=holder,
+            acquired_at=now,
+            heartbeat_at=now,
+        )
+    )
+    session.flush()
+
+
+def _lock_holder(session: Session, strategy_id: str, as_of_date: date) -> LockHolder | None:
+    row = session.get(RunLockRow, (strategy_id, as_of_date))
+    if row is None:
+        return None
+    return LockHolder(row.run_id, row.holder, row.acquired_at, row.heartbeat_at)
+
+
+def _take_over_lock(
+    session: Session,
+    *,
+    strategy_id: str,
+    as_of_date: date,
+    stale: LockHolder,
+    run_id: uuid.UUID,
+    holder: str,
+    now: datetime,
+) -> bool:
+    """Replace a dead holder; False when someone else changed the lock first."""
+    result = session.execute(
+        update(RunLockRow)
+        .where(
+            RunLockRow.strategy_id == strategy_id,
+            RunLockRow.as_of_date == as_of_date,
+            RunLockRow.run_id == stale.run_id,
+            RunLockRow.holder == stale.holder,
+            RunLockRow.heartbeat_at == stale.heartbeat_at,
+        )
+        .values(run_id=run_id, holder=holder, acquired_at=now, heartbeat_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def _beat_lock(
+    session: Session,
+    *,
+    strategy_id: str,
+    as_of_date: date,
+    holder: str,
+    run_id: uuid.UUID,
+    now: datetime,
+) -> bool:
+    """Refresh the holder's heartbeat (and the run it protects); False if no longer held."""
+    result = session.execute(
+        update(RunLockRow)
+        .where(
+            RunLockRow.strategy_id == strategy_id,
+            RunLockRow.as_of_date == as_of_date,
+            RunLockRow.holder == holder,
+        )
+        .values(heartbeat_at=now, run_id=run_id)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def _release_lock(session: Session, *, strategy_id: str, as_of_date: date, holder: str) -> None:
+    session.execute(
+        delete(RunLockRow).where(
+            RunLockRow.strategy_id == strategy_id,
+            RunLockRow.as_of_date == as_of_date,
+            RunLockRow.holder == holder,
+        )
+    )
+
+
+# --- The lock's policy --------------------------------------------------------------------------
 
 
 def holder_id() -> str:
@@ -42,7 +153,7 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def is_stale(lock: store.LockHolder, *, now: datetime, stale_after: timedelta) -> bool:
+def is_stale(lock: LockHolder, *, now: datetime, stale_after: timedelta) -> bool:
     """True when the holder is dead: heartbeat too old, or (same host) its process is gone."""
     if now - lock.heartbeat_at > stale_after:
         return True
@@ -70,11 +181,10 @@ class RunLock:
         self.stale_after = stale_after
         self.clock = clock
         self.holder = holder_id()
-        self.replaced: store.LockHolder | None = None  # the dead holder taken over, if any
         self._stop = threading.Event()
         self._beater: threading.Thread | None = None
 
-    def _describe(self, lock: store.LockHolder) -> str:
+    def _describe(self, lock: LockHolder) -> str:
         age = (self.clock() - lock.heartbeat_at).total_seconds()
         return (
             f"run {lock.run_id} on {lock.holder}, started {lock.acquired_at:%Y-%m-%d %H:%M:%S} "
@@ -86,8 +196,8 @@ class RunLock:
         strategy_id, as_of_date = self.strategy_id, self.as_of_date
         for _ in range(3):
             try:
-                with store.transaction(self.sessions, "taking the run lock") as session:
-                    store.insert_lock(
+                with db.transaction(self.sessions, "taking the run lock") as session:
+                    _insert_lock(
                         session,
                         strategy_id=strategy_id,
                         as_of_date=as_of_date,
@@ -99,8 +209,8 @@ class RunLock:
             except DatabaseError as exc:
                 if not isinstance(exc.__cause__, IntegrityError):
                     raise
-            with store.transaction(self.sessions, "reading the run lock") as session:
-                current = store.lock_holder(session, strategy_id, as_of_date)
+            with db.transaction(self.sessions, "reading the run lock") as session:
+                current = _lock_holder(session, strategy_id, as_of_date)
                 if current is None:
                     continue  # released in between: try to insert again
                 if current.holder == self.holder:
@@ -112,7 +222,7 @@ class RunLock:
                         f"died is taken over after {self.stale_after.total_seconds():.0f}s "
                         "(LOCK_STALE_SECONDS), at once on the same host"
                     )
-                if store.take_over_lock(
+                if _take_over_lock(
                     session,
                     strategy_id=strategy_id,
                     as_of_date=as_of_date,
@@ -121,7 +231,6 @@ class RunLock:
                     holder=self.holder,
                     now=self.clock(),
                 ):
-                    self.replaced = current
                     logger.warning(
                         "the previous holder of the %s %s run lock is gone (%s); taking over",
                         self.strategy_id,
@@ -140,8 +249,8 @@ class RunLock:
         self._beat()
 
     def _beat(self) -> bool:
-        with store.transaction(self.sessions, "beating the run lock heartbeat") as session:
-            return store.beat_lock(
+        with db.transaction(self.sessions, "beating the run lock heartbeat") as session:
+            return _beat_lock(
                 session,
                 strategy_id=self.strategy_id,
                 as_of_date=self.as_of_date,
@@ -165,8 +274,8 @@ class RunLock:
         if self._beater is not None:
             self._beater.join()
         try:
-            with store.transaction(self.sessions, "releasing the run lock") as session:
-                store.release_lock(
+            with db.transaction(self.sessions, "releasing the run lock") as session:
+                _release_lock(
                     session,
                     strategy_id=self.strategy_id,
                     as_of_date=self.as_of_date,

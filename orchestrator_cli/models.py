@@ -123,7 +123,7 @@ class SignalOrderMapping(Base):
     run: Mapped[OrchestrationRun] = relationship(back_populates="mappings")
 
 
-class RunLock(Base):
+class RunLockRow(Base):
     """At most one run in progress per strategy and trading date, on any machine.
 
     The primary key makes a second holder impossible; `heartbeat_at` lets another process tell

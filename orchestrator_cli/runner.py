@@ -30,7 +30,7 @@ from typing import Literal
 
 from sqlalchemy.orm import Session
 
-from orchestrator_cli import risk, sizing, store
+from orchestrator_cli import db, risk, sizing, store
 from orchestrator_cli.clock import trading_date
 from orchestrator_cli.day import (
     AlreadyCompleted,
@@ -81,7 +81,7 @@ class Plan:
 
 
 def _transaction(services: RunServices, what: str) -> AbstractContextManager[Session]:
-    return store.transaction(services.sessions, what)
+    return db.transaction(services.sessions, what)
 
 
 def _lock(

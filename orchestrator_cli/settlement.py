@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
-from orchestrator_cli import store
+from orchestrator_cli import db, store
 from orchestrator_cli.errors import ServiceError
 from orchestrator_cli.mode import mode_of
 from orchestrator_cli.schemas import OPEN_STATUSES, OrderDetail, OutcomeKind
@@ -58,7 +58,7 @@ class Settlement:
         return never_arrived
 
     def _record(self, row: store.OrderRow, answer: OrderDetail) -> None:
-        with store.transaction(
+        with db.transaction(
             self._services.sessions, "recording an order's state at the gateway"
         ) as session:
             store.record_order_detail(session, row.mapping_id, answer, at=self._services.clock())
@@ -67,14 +67,12 @@ class Settlement:
         """Record orders that never left (a refused plan, an abandoned run) as not sent."""
         if not mapping_ids:
             return
-        with store.transaction(
+        with db.transaction(
             self._services.sessions, "recording orders that were not sent"
         ) as session:
             store.mark_not_sent(
                 session,
                 mapping_ids,
-                outcome=OutcomeKind.NOT_SENT,
-                order_status="not_sent",
                 message=message,
                 at=self._services.clock(),
             )
@@ -91,7 +89,7 @@ class Settlement:
             return {}
         run_ids = [run.run_id for run in earlier]
         sessions = self._services.sessions
-        with store.transaction(sessions, "reading earlier orders") as session:
+        with db.transaction(sessions, "reading earlier orders") as session:
             rows = [
                 r
                 for r in store.order_rows(session, run_ids)
@@ -104,7 +102,7 @@ class Settlement:
         self.mark_not_sent(never_arrived, f"not at the gateway when run {checked_by} checked it")
         for run_id in run_ids:
             refresh_run(self._services, run_id)
-        with store.transaction(sessions, "reading earlier orders") as session:
+        with db.transaction(sessions, "reading earlier orders") as session:
             settled = store.order_rows(session, run_ids)
         gone = set(never_arrived)
         open_shares: dict[str, Decimal] = {}
@@ -123,7 +121,7 @@ def refresh_run(services: RunServices, run_id: uuid.UUID) -> None:
     A run still `running` keeps its status. A run that turns out completed loses the error
     message that described its then-unsettled orders.
     """
-    with store.transaction(services.sessions, "updating the run's counts") as session:
+    with db.transaction(services.sessions, "updating the run's counts") as session:
         info = store.run_info(session, run_id)
         status = info.status
         counts = store.outcome_counts(session, run_id)

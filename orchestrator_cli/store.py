@@ -1,8 +1,7 @@
-"""Engine, migrations and the audit-trail queries; every data function takes the session first.
+"""The audit trail: runs and their signal-to-order mappings; functions take the session first.
 
-The caller owns transactions: data functions flush (so ids and constraint errors surface at
-once) but never commit. Only `upgrade_database` and `prepare_database` commit, their own
-migration transaction.
+The caller owns transactions (see `db.transaction`): these functions flush (so ids and
+constraint errors surface at once) but never commit.
 """
 
 from __future__ import annotations
@@ -10,43 +9,17 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, get_args
 
-import alembic.command
-import alembic.config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
-from sqlalchemy import (
-    Engine,
-    String,
-    case,
-    cast,
-    create_engine,
-    delete,
-    event,
-    func,
-    select,
-    update,
-)
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import String, case, cast, func, select, update
+from sqlalchemy.orm import Session
 
-from orchestrator_cli.config import mask_url
-from orchestrator_cli.errors import (
-    ConfigError,
-    DatabaseError,
-    DatabaseNotMigratedError,
-    RunNotFoundError,
-)
-from orchestrator_cli.models import OrchestrationRun, RunLock, SignalOrderMapping
+from orchestrator_cli.errors import RunNotFoundError
+from orchestrator_cli.models import OrchestrationRun, SignalOrderMapping
 from orchestrator_cli.schemas import (
     MappingResult,
     OrderDetail,
@@ -62,159 +35,7 @@ from orchestrator_cli.schemas import (
     classify_status,
 )
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
-CONNECT_TIMEOUT_SECONDS = 10
 _MILLISECOND = Decimal("0.001")
-
-
-# --- Engine and migrations --------------------------------------------------------------------
-
-
-def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # SQLite enforces foreign keys only when asked, per connection.
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    finally:
-        cursor.close()
-
-
-def make_engine(url: str) -> Engine:
-    """An engine for `url`; for SQLite the file's directory is created and foreign keys enforced."""
-    try:
-        sa_url = make_url(url)
-    except ArgumentError as exc:
-        raise ConfigError(f"DATABASE_URL: not a database URL: {mask_url(url)}") from exc
-    if sa_url.get_backend_name() == "sqlite":
-        database = sa_url.database or ""
-        if database and database != ":memory:" and not database.startswith("file:"):
-            try:
-                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise DatabaseError(
-                    f"cannot create the directory of {mask_url(url)}: {exc.strerror}"
-                ) from exc
-        engine = create_engine(sa_url)
-        event.listen(engine, "connect", _set_sqlite_pragmas)
-        return engine
-    if sa_url.drivername == "postgresql":
-        # SQLAlchemy 2.1 picks psycopg 3 for a bare postgresql://; orch ships psycopg2.
-        sa_url = sa_url.set(drivername="postgresql+psycopg2")
-    connect_args: dict[str, Any] = {}
-    # libpq waits for the OS TCP timeout (minutes) by default; a cron job should fail fast.
-    if (
-        sa_url.get_driver_name() in ("psycopg2", "psycopg")
-        and "connect_timeout" not in sa_url.query
-    ):
-        connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
-    try:
-        return create_engine(sa_url, pool_pre_ping=True, connect_args=connect_args)
-    except ArgumentError as exc:  # e.g. a driver that is not installed
-        raise ConfigError(f"DATABASE_URL: {mask_url(url)}: {exc}") from exc
-
-
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions whose objects stay readable after commit (expire_on_commit=False)."""
-    return sessionmaker(engine, expire_on_commit=False)
-
-
-def _short_reason(exc: SQLAlchemyError) -> str:
-    """The first line of the driver's message (the rest is SQL and hints)."""
-    orig = exc.orig if isinstance(exc, DBAPIError) else exc
-    lines = str(orig).strip().splitlines()
-    return lines[0].strip() if lines else type(orig).__name__
-
-
-@contextmanager
-def transaction(sessions: sessionmaker[Session], what: str) -> Iterator[Session]:
-    """One committed transaction; a SQLAlchemy failure becomes DatabaseError naming `what`."""
-    try:
-        with sessions.begin() as session:
-            yield session
-    except SQLAlchemyError as exc:
-        raise DatabaseError(f"database failed while {what}: {_short_reason(exc)}") from exc
-
-
-def migrations_dir() -> Path:
-    """The packaged migrations in a wheel install, else the repository's top-level `alembic/`."""
-    packaged = Path(__file__).parent / "_migrations"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parent.parent / "alembic"
-
-
-def alembic_config(connection: Connection) -> alembic.config.Config:
-    """An Alembic config that needs no ini file and migrates over `connection`."""
-    config = alembic.config.Config()
-    # The value goes through ConfigParser interpolation: a literal % must be doubled.
-    config.set_main_option("script_location", str(migrations_dir()).replace("%", "%%"))
-    config.set_main_option("path_separator", "os")
-    config.attributes["connection"] = connection
-    return config
-
-
-def _shown(engine: Engine) -> str:
-    return mask_url(engine.url.render_as_string(hide_password=False))
-
-
-@contextmanager
-def _reaching(engine: Engine) -> Iterator[None]:
-    """Turn a failure to talk to the database into a DatabaseError naming the masked URL."""
-    try:
-        yield
-    except DBAPIError as exc:
-        raise DatabaseError(
-            f"cannot reach database {_shown(engine)}: {_short_reason(exc)}; "
-            "check DATABASE_URL and that the server is up"
-        ) from exc
-
-
-def _revision(connection: Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
-
-
-def current_revision(engine: Engine) -> str | None:
-    """The database's Alembic revision; None for a database never migrated."""
-    with _reaching(engine), engine.connect() as connection:
-        return _revision(connection)
-
-
-def head_revision() -> str:
-    """The newest migration this version of `orch` ships."""
-    head = ScriptDirectory(str(migrations_dir())).get_current_head()
-    if head is None:
-        raise RuntimeError(f"no migrations found in {migrations_dir()}")
-    return head
-
-
-def upgrade_database(engine: Engine) -> tuple[str | None, str]:
-    """Migrate to head in one transaction; returns (revision before, revision after)."""
-    with _reaching(engine), engine.begin() as connection:
-        before = _revision(connection)
-        try:
-            alembic.command.upgrade(alembic_config(connection), "head")
-        except CommandError as exc:  # e.g. a revision from a newer orch
-            raise DatabaseError(f"cannot migrate database {_shown(engine)}: {exc}") from exc
-        after = _revision(connection)
-    if after is None:
-        raise RuntimeError("migration finished without a revision")
-    return before, after
-
-
-def prepare_database(engine: Engine) -> None:
-    """Make the database usable: SQLite is migrated to head; any other must be at head already."""
-    current = current_revision(engine)
-    head = head_revision()
-    if current == head:
-        return
-    if engine.dialect.name == "sqlite":
-        upgrade_database(engine)
-        return
-    raise DatabaseNotMigratedError(
-        f"database {_shown(engine)} is at revision {current or 'empty'}, this orch needs {head}: "
-        "run `orch db upgrade`"
-    )
 
 
 # --- Writes -------------------------------------------------------------------------------------
@@ -242,8 +63,8 @@ def create_run(
     price_source: str,
     started_at: datetime,
     settings_snapshot: dict[str, Any],
-    limits: dict[str, Any] | None = None,
-    generation: int = 0,
+    limits: dict[str, Any],
+    generation: int,
 ) -> None:
     """Insert a run with status "running"; snapshot values JSON lacks (Decimal, Path) go as text."""
     session.add(
@@ -259,7 +80,7 @@ def create_run(
             price_source=price_source,
             started_at=started_at,
             settings=json.loads(json.dumps(settings_snapshot, default=str)),
-            limits=None if limits is None else json.loads(json.dumps(limits, default=str)),
+            limits=json.loads(json.dumps(limits, default=str)),
             generation=generation,
         )
     )
@@ -360,18 +181,21 @@ def mark_not_sent(
     session: Session,
     mapping_ids: Sequence[int],
     *,
-    outcome: OutcomeKind,
-    order_status: str,
     message: str,
     at: datetime,
 ) -> None:
-    """Give the same outcome to several orders that were never sent (e.g. after a kill switch)."""
+    """Record orders never sent (e.g. after a kill switch): outcome and status `not_sent`."""
     if not mapping_ids:
         return
     session.execute(
         update(SignalOrderMapping)
         .where(SignalOrderMapping.id.in_(mapping_ids))
-        .values(outcome=outcome.value, order_status=order_status, detail=message, updated_at=at)
+        .values(
+            outcome=OutcomeKind.NOT_SENT.value,
+            order_status="not_sent",
+            detail=message,
+            updated_at=at,
+        )
     )
     session.flush()
 
@@ -423,7 +247,6 @@ def finish_run(
     status: str,
     error_message: str | None,
     completed_at: datetime,
-    num_signals: int | None = None,
 ) -> None:
     """Close a run: status, duration and the num_orders_* counts taken from its mappings."""
     if status not in get_args(RunStatus):
@@ -435,8 +258,6 @@ def finish_run(
     row.error_message = error_message
     row.completed_at = completed_at
     row.duration_seconds = (Decimal(elapsed) / 1_000_000).quantize(_MILLISECOND)
-    if num_signals is not None:
-        row.num_signals = num_signals
     _store_counts(row, counts)
     session.flush()
 
@@ -492,108 +313,6 @@ def refresh_counts(session: Session, run_id: uuid.UUID, *, status: str) -> None:
     row.status = status
     _store_counts(row, outcome_counts(session, run_id))
     session.flush()
-
-
-# --- Run lock -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LockHolder:
-    """Who holds the run lock of a strategy and date, and since when."""
-
-    run_id: uuid.UUID
-    holder: str
-    acquired_at: datetime
-    heartbeat_at: datetime
-
-
-def insert_lock(
-    session: Session,
-    *,
-    strategy_id: str,
-    as_of_date: date,
-    run_id: uuid.UUID,
-    holder: str,
-    now: datetime,
-) -> None:
-    """Claim a free lock; raises IntegrityError (at flush) when it is already held."""
-    session.add(
-        RunLock(
-            strategy_id=strategy_id,
-            as_of_date=as_of_date,
-            run_id=run_id,
-            holder=holder,
-            acquired_at=now,
-            heartbeat_at=now,
-        )
-    )
-    session.flush()
-
-
-def lock_holder(session: Session, strategy_id: str, as_of_date: date) -> LockHolder | None:
-    row = session.get(RunLock, (strategy_id, as_of_date))
-    if row is None:
-        return None
-    return LockHolder(row.run_id, row.holder, row.acquired_at, row.heartbeat_at)
-
-
-def take_over_lock(
-    session: Session,
-    *,
-    strategy_id: str,
-    as_of_date: date,
-    stale: LockHolder,
-    run_id: uuid.UUID,
-    holder: str,
-    now: datetime,
-) -> bool:
-    """Replace a dead holder; False when someone else changed the lock first."""
-    result = session.execute(
-        update(RunLock)
-        .where(
-            RunLock.strategy_id == strategy_id,
-            RunLock.as_of_date == as_of_date,
-            RunLock.run_id == stale.run_id,
-            RunLock.holder == stale.holder,
-            RunLock.heartbeat_at == stale.heartbeat_at,
-        )
-        .values(run_id=run_id, holder=holder, acquired_at=now, heartbeat_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(getattr(result, "rowcount", 0) == 1)
-
-
-def beat_lock(
-    session: Session,
-    *,
-    strategy_id: str,
-    as_of_date: date,
-    holder: str,
-    run_id: uuid.UUID,
-    now: datetime,
-) -> bool:
-    """Refresh the holder's heartbeat (and the run it protects); False if no longer held."""
-    result = session.execute(
-        update(RunLock)
-        .where(
-            RunLock.strategy_id == strategy_id,
-            RunLock.as_of_date == as_of_date,
-            RunLock.holder == holder,
-        )
-        .values(heartbeat_at=now, run_id=run_id)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(getattr(result, "rowcount", 0) == 1)
-
-
-def release_lock(session: Session, *, strategy_id: str, as_of_date: date, holder: str) -> None:
-    session.execute(
-        delete(RunLock).where(
-            RunLock.strategy_id == strategy_id,
-            RunLock.as_of_date == as_of_date,
-            RunLock.holder == holder,
-        )
-    )
 
 
 # --- Reads --------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
-from orchestrator_cli import store
+from orchestrator_cli import db, store
 from orchestrator_cli.errors import DatabaseError
 from orchestrator_cli.request import Execution
 from orchestrator_cli.schemas import OrderRequest, OutcomeKind, SubmitOutcome
@@ -136,7 +136,7 @@ class Submitter:
     def _record(self, mapping_id: int, outcome: SubmitOutcome) -> DatabaseError | None:
         """Commit one outcome; on a database failure stop sending and return the error."""
         try:
-            with store.transaction(self._services.sessions, "recording an order outcome") as s:
+            with db.transaction(self._services.sessions, "recording an order outcome") as s:
                 store.record_outcome(s, mapping_id, outcome, at=self._services.clock())
         except DatabaseError as exc:
             self._stop("the database failed")

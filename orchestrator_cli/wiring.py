@@ -12,11 +12,10 @@ from typing import Any
 from pydantic import SecretStr
 from requests.auth import AuthBase
 from rich.console import Console
-from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator_cli import store
 from orchestrator_cli.auth import BearerAuth, InternalTokenAuth
 from orchestrator_cli.config import Settings, data_dir
+from orchestrator_cli.db import open_database
 from orchestrator_cli.errors import PriceSourceError
 from orchestrator_cli.gateway import GatewayClient
 from orchestrator_cli.prices import build_price_source
@@ -25,13 +24,6 @@ from orchestrator_cli.schemas import PriceBook
 from orchestrator_cli.services import RunServices
 from orchestrator_cli.signals import SignalClient
 from orchestrator_cli.transport import HttpClient, make_session
-
-
-def open_database(settings: Settings) -> sessionmaker[Session]:
-    """Engine + session factory for DATABASE_URL, checked (or, for SQLite, migrated) first."""
-    engine = store.make_engine(settings.database_url)
-    store.prepare_database(engine)
-    return store.make_session_factory(engine)
 
 
 def build_run_services(

@@ -18,7 +18,7 @@ import responses
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator_cli import store
+from orchestrator_cli import db
 from orchestrator_cli.schemas import PlannedMapping, SkipReason
 
 TEST_DATABASE_ENV = "ORCH_TEST_DATABASE_URL"
@@ -39,7 +39,7 @@ def postgres_server_url() -> str:
 @pytest.fixture(scope="session")
 def new_postgres_database(postgres_server_url: str) -> Iterator[Callable[[], str]]:
     """A factory of empty throwaway databases on the test server, all dropped at session end."""
-    server = store.make_engine(postgres_server_url)
+    server = db.make_engine(postgres_server_url)
     admin = server.execution_options(isolation_level="AUTOCOMMIT")
     created: list[str] = []
 
@@ -66,9 +66,9 @@ def postgres_url(new_postgres_database: Callable[[], str]) -> str:
 @pytest.fixture(scope="session")
 def migrated_postgres_url(postgres_url: str) -> str:
     """The session's PostgreSQL database, brought to head once."""
-    engine = store.make_engine(postgres_url)
+    engine = db.make_engine(postgres_url)
     try:
-        store.upgrade_database(engine)
+        db.upgrade_database(engine)
     finally:
         engine.dispose()
     return postgres_url
@@ -80,7 +80,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/orch.db"
     url: str = request.getfixturevalue("migrated_postgres_url")
-    engine = store.make_engine(url)
+    engine = db.make_engine(url)
     try:
         with engine.begin() as connection:
             connection.execute(
@@ -96,15 +96,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
 
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
-    engine = store.make_engine(database_url)
-    store.prepare_database(engine)
+    engine = db.make_engine(database_url)
+    db.prepare_database(engine)
     yield engine
     engine.dispose()
 
 
 @pytest.fixture
 def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return store.make_session_factory(engine)
+    return db.make_session_factory(engine)
 
 
 def _make_plan(

@@ -183,17 +183,17 @@ def test_dry_run_flag_sends_nothing(sandbox: Sandbox) -> None:
 def test_run_in_progress_exits_75_naming_it(sandbox: Sandbox, env: Path) -> None:
     from datetime import UTC, datetime
 
-    from orchestrator_cli import store
-    from orchestrator_cli.models import RunLock
+    from orchestrator_cli import db
+    from orchestrator_cli.models import RunLockRow
     from orchestrator_cli.runner import trading_date
 
-    engine = store.make_engine(f"sqlite:///{env}/orch.db")
-    store.prepare_database(engine)
+    engine = db.make_engine(f"sqlite:///{env}/orch.db")
+    db.prepare_database(engine)
     now = datetime.now(UTC)
     holder_run = "0f0e0d0c-0b0a-4909-8807-060504030201"
-    with store.make_session_factory(engine).begin() as session:
+    with db.make_session_factory(engine).begin() as session:
         session.add(
-            RunLock(
+            RunLockRow(
                 strategy_id="alpha_baseline",
                 as_of_date=trading_date(now),
                 run_id=uuid.UUID(holder_run),

@@ -17,7 +17,7 @@ import pytest
 from fakes import ORCH_VARIABLES
 from sqlalchemy import select, text
 
-from orchestrator_cli import store
+from orchestrator_cli import db
 from orchestrator_cli.models import SignalOrderMapping
 from orchestrator_cli.sandbox import Sandbox, SandboxFaults
 
@@ -281,7 +281,7 @@ def test_sigkill_mid_run_leaves_every_sent_order_recorded(
     assert process.returncode == -signal.SIGKILL
     at_gateway = set(sandbox.state.snapshot()["orders"])
     assert 3 <= len(at_gateway) < 12
-    engine = store.make_engine(orch.database_url)
+    engine = db.make_engine(orch.database_url)
     try:
         with engine.connect() as connection:
             recorded = set(connection.scalars(select(SignalOrderMapping.client_order_id)).all())
@@ -294,7 +294,7 @@ def test_unmigrated_postgres_is_refused_until_db_upgrade(
     tmp_path: Path, sandbox: Sandbox, postgres_url: str
 ) -> None:
     fresh = postgres_url.rsplit("/", 1)[0] + f"/orch_e2e_{os.getpid()}"
-    admin = store.make_engine(postgres_url).execution_options(isolation_level="AUTOCOMMIT")
+    admin = db.make_engine(postgres_url).execution_options(isolation_level="AUTOCOMMIT")
     name = fresh.rsplit("/", 1)[1]
     try:
         with admin.connect() as connection:
@@ -464,7 +464,7 @@ def test_limits_are_enforced_and_shown(orch: Orch, sandbox: Sandbox) -> None:
 def test_sigterm_stops_sending_releases_the_lock_and_the_run_resumes(
     orch: Orch, sandbox: Sandbox
 ) -> None:
-    from orchestrator_cli.models import RunLock
+    from orchestrator_cli.models import RunLockRow
 
     args = ("run", "--symbols", ",".join(f"T{i:02d}" for i in range(10)), "--top-n", "10")
     args += ("--bottom-n", "0")
@@ -486,10 +486,10 @@ def test_sigterm_stops_sending_releases_the_lock_and_the_run_resumes(
     assert process.returncode == 1, stderr
     assert "interrupted: no further order was sent" in stderr
     assert sandbox.state.orders_created() < 10
-    engine = store.make_engine(orch.database_url)
+    engine = db.make_engine(orch.database_url)
     try:
         with engine.connect() as connection:
-            assert connection.scalars(select(RunLock.run_id)).all() == []  # released at once
+            assert connection.scalars(select(RunLockRow.run_id)).all() == []  # released at once
     finally:
         engine.dispose()
 

@@ -13,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import MetaData, inspect
 
-from orchestrator_cli import store
+from orchestrator_cli import db
 from orchestrator_cli.dbtypes import ExactDecimal
 from orchestrator_cli.models import Base
 
@@ -31,7 +31,7 @@ def empty_url(request: pytest.FixtureRequest, tmp_path) -> str:
 
 @pytest.fixture
 def empty_engine(empty_url):
-    engine = store.make_engine(empty_url)
+    engine = db.make_engine(empty_url)
     yield engine
     engine.dispose()
 
@@ -41,26 +41,26 @@ def tables(engine) -> set[str]:
 
 
 def test_upgrade_check_downgrade_and_upgrade_again(empty_engine):
-    head = store.head_revision()
-    assert store.upgrade_database(empty_engine) == (None, head)
+    head = db.head_revision()
+    assert db.upgrade_database(empty_engine) == (None, head)
     assert tables(empty_engine) == TABLES
 
     with empty_engine.connect() as connection:
-        alembic.command.check(store.alembic_config(connection))  # raises on any difference
+        alembic.command.check(db.alembic_config(connection))  # raises on any difference
 
     with empty_engine.begin() as connection:
-        alembic.command.downgrade(store.alembic_config(connection), "base")
+        alembic.command.downgrade(db.alembic_config(connection), "base")
     assert tables(empty_engine) == set()
-    assert store.current_revision(empty_engine) is None
+    assert db.current_revision(empty_engine) is None
 
-    assert store.upgrade_database(empty_engine) == (None, head)
-    assert store.upgrade_database(empty_engine) == (head, head)
+    assert db.upgrade_database(empty_engine) == (None, head)
+    assert db.upgrade_database(empty_engine) == (head, head)
     assert tables(empty_engine) == TABLES
 
 
 def test_the_comparison_does_see_a_difference(empty_engine):
     """Guards the check above: a model that drifted from the migration is reported."""
-    store.upgrade_database(empty_engine)
+    db.upgrade_database(empty_engine)
     drifted = MetaData(naming_convention=Base.metadata.naming_convention)
     for table in Base.metadata.tables.values():
         table.to_metadata(drifted)
@@ -92,4 +92,4 @@ def test_the_alembic_command_line_reads_the_url_from_x_or_database_url(tmp_path)
         return done.stdout
 
     alembic_cli("upgrade", "head", DATABASE_URL=url)
-    assert alembic_cli("-x", f"url={url}", "current").strip() == f"{store.head_revision()} (head)"
+    assert alembic_cli("-x", f"url={url}", "current").strip() == f"{db.head_revision()} (head)"

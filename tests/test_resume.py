@@ -20,10 +20,9 @@ from fakes import (
 )
 from sqlalchemy import select
 
-from orchestrator_cli import store
 from orchestrator_cli.errors import ConfigError, RunInProgressError
-from orchestrator_cli.locking import holder_id, is_stale
-from orchestrator_cli.models import OrchestrationRun, RunLock
+from orchestrator_cli.locking import LockHolder, holder_id, is_stale
+from orchestrator_cli.models import OrchestrationRun, RunLockRow, SignalOrderMapping
 from orchestrator_cli.runner import execute_run, resume_run, sync_run
 
 EXECUTION = make_request([]).execution
@@ -45,7 +44,7 @@ def put_lock(session_factory, holder: str, heartbeat_age: timedelta, run_id=None
     run_id = run_id or uuid.uuid4()
     with session_factory.begin() as session:
         session.add(
-            RunLock(
+            RunLockRow(
                 strategy_id="alpha_baseline",
                 as_of_date=AS_OF,
                 run_id=run_id,
@@ -121,16 +120,16 @@ def test_a_dead_holder_is_detected_and_taken_over(session_factory, holder, age):
     assert outcome.result.status == "completed"
     assert len(gateway.sent) == 3
     with session_factory() as session:
-        assert session.scalars(select(RunLock)).all() == []  # released at the end
+        assert session.scalars(select(RunLockRow)).all() == []  # released at the end
 
 
 def test_is_stale_table():
-    lock = store.LockHolder(uuid.uuid4(), holder_id(), NOW, NOW)
+    lock = LockHolder(uuid.uuid4(), holder_id(), NOW, NOW)
     assert not is_stale(lock, now=NOW, stale_after=timedelta(seconds=60))
     assert is_stale(lock, now=NOW + timedelta(seconds=61), stale_after=timedelta(seconds=60))
-    gone = store.LockHolder(uuid.uuid4(), f"{socket.gethostname()}:999999", NOW, NOW)
+    gone = LockHolder(uuid.uuid4(), f"{socket.gethostname()}:999999", NOW, NOW)
     assert is_stale(gone, now=NOW, stale_after=timedelta(seconds=60))
-    remote = store.LockHolder(uuid.uuid4(), "other-host:1", NOW, NOW)
+    remote = LockHolder(uuid.uuid4(), "other-host:1", NOW, NOW)
     assert not is_stale(remote, now=NOW, stale_after=timedelta(seconds=60))
 
 
@@ -146,8 +145,8 @@ def test_an_interrupted_run_is_resumed_not_replanned(session_factory):
         assert interrupted.status == "running"
         planned = set(
             session.scalars(
-                select(store.SignalOrderMapping.client_order_id).where(
-                    store.SignalOrderMapping.client_order_id.is_not(None)
+                select(SignalOrderMapping.client_order_id).where(
+                    SignalOrderMapping.client_order_id.is_not(None)
                 )
             )
         )
@@ -286,7 +285,7 @@ def test_lock_is_released_after_a_refused_run(session_factory):
     )
     assert outcome.result.status == "failed"
     with session_factory() as session:
-        assert session.scalars(select(RunLock)).all() == []
+        assert session.scalars(select(RunLockRow)).all() == []
 
 
 def test_a_run_killed_before_its_plan_was_recorded_is_closed_and_the_day_planned_anew(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -12,8 +11,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, StatementError
 
-from orchestrator_cli import store
-from orchestrator_cli.errors import DatabaseError, DatabaseNotMigratedError, RunNotFoundError
+from orchestrator_cli import db, store
+from orchestrator_cli.errors import DatabaseError, RunNotFoundError
 from orchestrator_cli.models import OrchestrationRun, SignalOrderMapping
 from orchestrator_cli.schemas import OutcomeKind, SkipReason, SubmitOutcome
 
@@ -34,6 +33,8 @@ def new_run(session, run_id=None, *, strategy_id="alpha_baseline", started_at=ST
         "price_source": "file",
         "started_at": started_at,
         "settings_snapshot": {"capital": Decimal("100000"), "order_concurrency": 8},
+        "limits": {"max_order_notional": Decimal("25000"), "long_only": False},
+        "generation": 0,
     }
     store.create_run(session, **(fields | changes))
     return run_id
@@ -106,6 +107,7 @@ def test_run_and_mappings_round_trip_exactly(session_factory, make_plan):
     assert (run.capital, run.max_position_size) == (Decimal("100000.00"), Decimal("20000.00"))
     assert run.symbols == ["AAPL", "MSFT"]
     assert run.settings == {"capital": "100000", "order_concurrency": 8}
+    assert (run.limits, run.generation) == ({"max_order_notional": "25000", "long_only": False}, 0)
     assert (run.status, run.error_message, run.model_version) == (
         "partial",
         "1 price unavailable",
@@ -258,21 +260,10 @@ def test_outcome_counts_and_finish_run_count_each_kind(session_factory, make_pla
                 outcome(f"c-{symbol}", kind, status, sent=sent),
                 at=START,
             )
-        store.mark_not_sent(
-            session,
-            [ids_by_symbol["F"]],
-            outcome=OutcomeKind.NOT_SENT,
-            order_status="not_sent",
-            message="kill switch engaged",
-            at=START,
-        )
-        store.mark_not_sent(
-            session,
-            [],
-            outcome=OutcomeKind.NOT_SENT,
-            order_status="not_sent",
-            message="x",
-            at=START,
+        store.mark_not_sent(session, [ids_by_symbol["F"]], message="kill switch engaged", at=START)
+        store.mark_not_sent(session, [], message="x", at=START)
+        store.record_signal_metadata(
+            session, run_id, num_signals=9, model_version=None, generated_at=None
         )
         counts = store.outcome_counts(session, run_id)
         store.finish_run(
@@ -281,7 +272,6 @@ def test_outcome_counts_and_finish_run_count_each_kind(session_factory, make_pla
             status="partial",
             error_message=None,
             completed_at=START,
-            num_signals=9,
         )
 
     assert counts == store.OutcomeCounts(
@@ -299,11 +289,12 @@ def test_outcome_counts_and_finish_run_count_each_kind(session_factory, make_pla
     with session_factory() as session:
         result = store.load_run(session, run_id)
         not_sent = session.get_one(SignalOrderMapping, ids_by_symbol["F"])
-    assert (not_sent.outcome, not_sent.detail, not_sent.submitted_at) == (
-        "not_sent",
-        "kill switch engaged",
-        None,
-    )
+    assert (
+        not_sent.outcome,
+        not_sent.order_status,
+        not_sent.detail,
+        not_sent.submitted_at,
+    ) == ("not_sent", "not_sent", "kill switch engaged", None)
     assert result.model_dump(
         include={
             "num_signals",
@@ -475,65 +466,12 @@ def test_load_run_of_an_unknown_id_is_run_not_found(session_factory):
 def test_transaction_commits_and_turns_database_failures_into_database_error(
     session_factory, make_plan
 ):
-    with store.transaction(session_factory, "creating") as session:
+    with db.transaction(session_factory, "creating") as session:
         run_id = new_run(session)
     with (
         pytest.raises(DatabaseError, match="database failed while adding mappings: "),
-        store.transaction(session_factory, "adding mappings") as session,
+        db.transaction(session_factory, "adding mappings") as session,
     ):
         store.add_mappings(session, uuid.uuid4(), [make_plan()], ["c-1"])
     with session_factory() as session:
         assert [run.run_id for run in store.list_runs(session, limit=5, offset=0).runs] == [run_id]
-
-
-# --- preparing the database -------------------------------------------------------------------
-
-
-def test_sqlite_database_is_created_and_migrated_in_a_new_directory(tmp_path):
-    path = tmp_path / "not" / "yet" / "orch.db"
-    engine = store.make_engine(f"sqlite:///{path}")
-    try:
-        assert store.current_revision(engine) is None
-        store.prepare_database(engine)
-        store.prepare_database(engine)  # already at head: nothing to do
-        assert store.current_revision(engine) == store.head_revision()
-    finally:
-        engine.dispose()
-    assert path.is_file()
-
-
-@pytest.mark.postgres
-def test_empty_postgresql_database_is_never_migrated_implicitly(new_postgres_database):
-    engine = store.make_engine(new_postgres_database())
-    try:
-        with pytest.raises(DatabaseNotMigratedError) as caught:
-            store.prepare_database(engine)
-        assert store.current_revision(engine) is None
-    finally:
-        engine.dispose()
-    message = str(caught.value)
-    assert "is at revision empty" in message
-    assert f"needs {store.head_revision()}" in message
-    assert "run `orch db upgrade`" in message
-
-
-def test_unreachable_postgresql_is_a_quick_database_error_without_the_password():
-    engine = store.make_engine("postgresql://orch:s3cret@127.0.0.1:1/orch")
-    started = time.monotonic()
-    try:
-        with pytest.raises(DatabaseError) as caught:
-            store.prepare_database(engine)
-    finally:
-        engine.dispose()
-    assert time.monotonic() - started < 5
-    message = str(caught.value)
-    assert message.startswith("cannot reach database postgresql")
-    assert "://orch:***@127.0.0.1:1/orch: " in message
-    assert message.endswith("; check DATABASE_URL and that the server is up")
-    assert "s3cret" not in message
-
-
-def test_sqlite_file_under_a_regular_file_is_a_database_error(tmp_path):
-    (tmp_path / "plain").write_text("")
-    with pytest.raises(DatabaseError, match="cannot create the directory of sqlite:///"):
-        store.make_engine(f"sqlite:///{tmp_path}/plain/orch.db")

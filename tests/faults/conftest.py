@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from _pytest.terminal import TerminalReporter
 
-from orchestrator_cli import store
+from orchestrator_cli import db
 
 FAULT_SEED_ENV = "ORCH_FAULT_SEED"
 DEFAULT_FAULT_SEED = 20261124
@@ -148,9 +148,9 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:
 def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite file at the head migration, copied by each trial (migrating costs ~0.3 s)."""
     path = tmp_path_factory.mktemp("faults-template") / "orch.db"
-    engine = store.make_engine(f"sqlite:///{path}")
+    engine = db.make_engine(f"sqlite:///{path}")
     try:
-        store.upgrade_database(engine)
+        db.upgrade_database(engine)
     finally:
         engine.dispose()
     return path

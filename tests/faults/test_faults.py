@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from sqlalchemy import make_url, select
 
-from orchestrator_cli import store
+from orchestrator_cli import db
 from orchestrator_cli.config import Settings
 from orchestrator_cli.models import OrchestrationRun, SignalOrderMapping
 from orchestrator_cli.sandbox import Sandbox, SandboxFaults
@@ -168,7 +168,7 @@ class Ledger:
 
 
 def read_ledger(database_url: str) -> Ledger:
-    engine = store.make_engine(database_url)
+    engine = db.make_engine(database_url)
     try:
         with engine.connect() as connection:
             runs = connection.execute(
@@ -297,8 +297,8 @@ def sqlite_count(path: Path, table: str) -> Callable[[], bool]:
 
     def probe() -> bool:
         try:
-            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.05)) as db:
-                return bool(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.05)) as conn:
+                return bool(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
         except sqlite3.OperationalError:  # locked by orch's writer this instant
             return False
 
@@ -509,9 +509,9 @@ def upstream_of(url: str) -> tuple[str, int]:
 
 
 def migrated(url: str) -> str:
-    engine = store.make_engine(url)
+    engine = db.make_engine(url)
     try:
-        store.upgrade_database(engine)
+        db.upgrade_database(engine)
     finally:
         engine.dispose()
     return url

@@ -1,0 +1,183 @@
+"""Engine, sessions and migrations: how `orch` reaches its database and keeps it at head.
+
+`transaction` is the one way to commit data: a SQLAlchemy failure inside it becomes a
+`DatabaseError`. Only `upgrade_database` and `prepare_database` (so `open_database`) commit
+otherwise, their own migration transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import alembic.command
+import alembic.config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator_cli.config import Settings, mask_url
+from orchestrator_cli.errors import ConfigError, DatabaseError, DatabaseNotMigratedError
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # SQLite enforces foreign keys only when asked, per connection.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`; for SQLite the file's directory is created and foreign keys enforced."""
+    try:
+        sa_url = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"DATABASE_URL: not a database URL: {mask_url(url)}") from exc
+    if sa_url.get_backend_name() == "sqlite":
+        database = sa_url.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            try:
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseError(
+                    f"cannot create the directory of {mask_url(url)}: {exc.strerror}"
+                ) from exc
+        engine = create_engine(sa_url)
+        event.listen(engine, "connect", _set_sqlite_pragmas)
+        return engine
+    if sa_url.drivername == "postgresql":
+        # SQLAlchemy 2.1 picks psycopg 3 for a bare postgresql://; orch ships psycopg2.
+        sa_url = sa_url.set(drivername="postgresql+psycopg2")
+    connect_args: dict[str, Any] = {}
+    # libpq waits for the OS TCP timeout (minutes) by default; a cron job should fail fast.
+    if (
+        sa_url.get_driver_name() in ("psycopg2", "psycopg")
+        and "connect_timeout" not in sa_url.query
+    ):
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    try:
+        return create_engine(sa_url, pool_pre_ping=True, connect_args=connect_args)
+    except ArgumentError as exc:  # e.g. a driver that is not installed
+        raise ConfigError(f"DATABASE_URL: {mask_url(url)}: {exc}") from exc
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions whose objects stay readable after commit (expire_on_commit=False)."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def _short_reason(exc: SQLAlchemyError) -> str:
+    """The first line of the driver's message (the rest is SQL and hints)."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    lines = str(orig).strip().splitlines()
+    return lines[0].strip() if lines else type(orig).__name__
+
+
+@contextmanager
+def transaction(sessions: sessionmaker[Session], what: str) -> Iterator[Session]:
+    """One committed transaction; a SQLAlchemy failure becomes DatabaseError naming `what`."""
+    try:
+        with sessions.begin() as session:
+            yield session
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"database failed while {what}: {_short_reason(exc)}") from exc
+
+
+def migrations_dir() -> Path:
+    """The packaged migrations in a wheel install, else the repository's top-level `alembic/`."""
+    packaged = Path(__file__).parent / "_migrations"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "alembic"
+
+
+def alembic_config(connection: Connection) -> alembic.config.Config:
+    """An Alembic config that needs no ini file and migrates over `connection`."""
+    config = alembic.config.Config()
+    # The value goes through ConfigParser interpolation: a literal % must be doubled.
+    config.set_main_option("script_location", str(migrations_dir()).replace("%", "%%"))
+    config.set_main_option("path_separator", "os")
+    config.attributes["connection"] = connection
+    return config
+
+
+def _shown(engine: Engine) -> str:
+    return mask_url(engine.url.render_as_string(hide_password=False))
+
+
+@contextmanager
+def _reaching(engine: Engine) -> Iterator[None]:
+    """Turn a failure to talk to the database into a DatabaseError naming the masked URL."""
+    try:
+        yield
+    except DBAPIError as exc:
+        raise DatabaseError(
+            f"cannot reach database {_shown(engine)}: {_short_reason(exc)}; "
+            "check DATABASE_URL and that the server is up"
+        ) from exc
+
+
+def _revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The database's Alembic revision; None for a database never migrated."""
+    with _reaching(engine), engine.connect() as connection:
+        return _revision(connection)
+
+
+def head_revision() -> str:
+    """The newest migration this version of `orch` ships."""
+    head = ScriptDirectory(str(migrations_dir())).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no migrations found in {migrations_dir()}")
+    return head
+
+
+def upgrade_database(engine: Engine) -> tuple[str | None, str]:
+    """Migrate to head in one transaction; returns (revision before, revision after)."""
+    with _reaching(engine), engine.begin() as connection:
+        before = _revision(connection)
+        try:
+            alembic.command.upgrade(alembic_config(connection), "head")
+        except CommandError as exc:  # e.g. a revision from a newer orch
+            raise DatabaseError(f"cannot migrate database {_shown(engine)}: {exc}") from exc
+        after = _revision(connection)
+    if after is None:
+        raise RuntimeError("migration finished without a revision")
+    return before, after
+
+
+def prepare_database(engine: Engine) -> None:
+    """Make the database usable: SQLite is migrated to head; any other must be at head already."""
+    current = current_revision(engine)
+    head = head_revision()
+    if current == head:
+        return
+    if engine.dialect.name == "sqlite":
+        upgrade_database(engine)
+        return
+    raise DatabaseNotMigratedError(
+        f"database {_shown(engine)} is at revision {current or 'empty'}, this orch needs {head}: "
+        "run `orch db upgrade`"
+    )
+
+
+def open_database(settings: Settings) -> sessionmaker[Session]:
+    """Engine + session factory for DATABASE_URL, checked (or, for SQLite, migrated) first."""
+    engine = make_engine(settings.database_url)
+    prepare_database(engine)
+    return make_session_factory(engine)

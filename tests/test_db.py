@@ -1,0 +1,60 @@
+"""Engine and migrations: preparing a database, and failing clearly when it cannot be reached."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from orchestrator_cli import db
+from orchestrator_cli.errors import DatabaseError, DatabaseNotMigratedError
+
+
+def test_sqlite_database_is_created_and_migrated_in_a_new_directory(tmp_path):
+    path = tmp_path / "not" / "yet" / "orch.db"
+    engine = db.make_engine(f"sqlite:///{path}")
+    try:
+        assert db.current_revision(engine) is None
+        db.prepare_database(engine)
+        db.prepare_database(engine)  # already at head: nothing to do
+        assert db.current_revision(engine) == db.head_revision()
+    finally:
+        engine.dispose()
+    assert path.is_file()
+
+
+@pytest.mark.postgres
+def test_empty_postgresql_database_is_never_migrated_implicitly(new_postgres_database):
+    engine = db.make_engine(new_postgres_database())
+    try:
+        with pytest.raises(DatabaseNotMigratedError) as caught:
+            db.prepare_database(engine)
+        assert db.current_revision(engine) is None
+    finally:
+        engine.dispose()
+    message = str(caught.value)
+    assert "is at revision empty" in message
+    assert f"needs {db.head_revision()}" in message
+    assert "run `orch db upgrade`" in message
+
+
+def test_unreachable_postgresql_is_a_quick_database_error_without_the_password():
+    engine = db.make_engine("postgresql://orch:s3cret@127.0.0.1:1/orch")
+    started = time.monotonic()
+    try:
+        with pytest.raises(DatabaseError) as caught:
+            db.prepare_database(engine)
+    finally:
+        engine.dispose()
+    assert time.monotonic() - started < 5
+    message = str(caught.value)
+    assert message.startswith("cannot reach database postgresql")
+    assert "://orch:***@127.0.0.1:1/orch: " in message
+    assert message.endswith("; check DATABASE_URL and that the server is up")
+    assert "s3cret" not in message
+
+
+def test_sqlite_file_under_a_regular_file_is_a_database_error(tmp_path):
+    (tmp_path / "plain").write_text("")
+    with pytest.raises(DatabaseError, match="cannot create the directory of sqlite:///"):
+        db.make_engine(f"sqlite:///{tmp_path}/plain/orch.db")
