@@ -13,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from harness import Orch, orch_environ
+from harness import SETTINGS_VARIABLES, Orch, orch_environ
 from sqlalchemy import select, text
 
 from orchestrator_cli import store
@@ -289,6 +289,19 @@ def test_sandbox_flag_keeps_state_between_runs(tmp_path: Path) -> None:
     assert rerun["num_orders_submitted"] == 0
     assert {m["skip_reason"] for m in rerun["mappings"]} <= {"already_at_target", "zero_weight"}
     assert list((tmp_path / "data").rglob("orch.db")), "default SQLite database in the data dir"
+
+
+def test_no_setting_of_the_developer_reaches_orch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert {"DATABASE_URL", "CAPITAL", "SANDBOX_STATE_FILE"} <= SETTINGS_VARIABLES
+    for name in SETTINGS_VARIABLES:  # each one invalid, in either case: read, it would fail
+        monkeypatch.setenv(name, "not a valid value")
+        monkeypatch.setenv(name.lower(), "not a valid value")
+    orch = Orch(tmp_path, orch_environ(tmp_path))
+    code, page = orch.json("runs", "list")
+    assert code == 0, page
+    assert page["total"] == 0
 
 
 SECRET = "e2e-shared-secret"
