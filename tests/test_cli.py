@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakes import ORCH_VARIABLES
+from harness import settings_in
 from typer.testing import CliRunner
 
 from orchestrator_cli import cli
@@ -18,8 +19,8 @@ from orchestrator_cli.sandbox import Sandbox, SandboxFaults
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An isolated working directory and environment with a SQLite database in tmp_path."""
-    for name in ORCH_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+    for name in settings_in(os.environ):
+        monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/orch.db")

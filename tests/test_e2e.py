@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -14,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from fakes import ORCH_VARIABLES
+from harness import SETTINGS_VARIABLES, Orch, orch_environ
 from sqlalchemy import select, text
 
 from orchestrator_cli import db
@@ -59,56 +58,19 @@ def sandbox() -> Iterator[Sandbox]:
         yield running
 
 
-class Orch:
-    """Runs `python -m orchestrator_cli` with an isolated environment."""
-
-    def __init__(self, tmp_path: Path, sandbox: Sandbox, database_url: str) -> None:
-        self.cwd = tmp_path
-        self.database_url = database_url
-        self.env = {k: v for k, v in os.environ.items() if k not in ORCH_VARIABLES}
-        self.env.update(
-            {
-                "SIGNAL_SERVICE_URL": sandbox.signal_url,
-                "EXECUTION_GATEWAY_URL": sandbox.gateway_url,
-                "MARKET_DATA_URL": sandbox.market_data_url,
-                "PRICE_SOURCE": "alpaca",
-                "DATABASE_URL": database_url,
-                "XDG_DATA_HOME": str(tmp_path / "data"),
-                "HTTP_TIMEOUT_SECONDS": "5",
-                "LOG_LEVEL": "WARNING",
-                "COLUMNS": "200",
-            }
-        )
-
-    def command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "orchestrator_cli", *args]
-
-    def __call__(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.command(*args),
-            cwd=self.cwd,
-            env={**self.env, **env},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-    def json(self, *args: str, **env: str) -> tuple[int, dict]:
-        done = self(*args, "--json", **env)
-        assert done.stdout.strip(), done.stderr
-        return done.returncode, json.loads(done.stdout)
+def orch_at(tmp_path: Path, sandbox: Sandbox, database_url: str) -> Orch:
+    return Orch.at_sandbox(tmp_path, sandbox, database_url, HTTP_TIMEOUT_SECONDS="5")
 
 
 @pytest.fixture
 def orch(tmp_path: Path, sandbox: Sandbox) -> Orch:
-    return Orch(tmp_path, sandbox, f"sqlite:///{tmp_path}/orch.db")
+    return orch_at(tmp_path, sandbox, f"sqlite:///{tmp_path}/orch.db")
 
 
 @pytest.fixture
 def orch_any_db(tmp_path: Path, sandbox: Sandbox, database_url: str) -> Orch:
     """On SQLite and on PostgreSQL (already migrated by the fixture)."""
-    return Orch(tmp_path, sandbox, database_url)
+    return orch_at(tmp_path, sandbox, database_url)
 
 
 SYMBOLS = "AAPL,MSFT,GOOGL,AMZN,TSLA"
@@ -265,12 +227,9 @@ def test_sigkill_mid_run_leaves_every_sent_order_recorded(
 ) -> None:
     symbols = ",".join(f"S{i:02d}" for i in range(12))
     sandbox.faults.latency_ms = 150
-    process = subprocess.Popen(
-        orch.command("run", "--symbols", symbols, "--top-n", "12", "--bottom-n", "0"),
-        cwd=orch.cwd,
-        env={**orch.env, "ORDER_CONCURRENCY": "2"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    args = ("run", "--symbols", symbols, "--top-n", "12", "--bottom-n", "0")
+    process = orch.start(
+        *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, ORDER_CONCURRENCY="2"
     )
     deadline = time.monotonic() + 60
     while sandbox.state.orders_created() < 3 and process.poll() is None:
@@ -300,7 +259,7 @@ def test_unmigrated_postgres_is_refused_until_db_upgrade(
         with admin.connect() as connection:
             connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
             connection.execute(text(f"CREATE DATABASE {name}"))
-        orch = Orch(tmp_path, sandbox, fresh)
+        orch = orch_at(tmp_path, sandbox, fresh)
         refused = orch("run", "--symbols", SYMBOLS)
         assert refused.returncode == 4
         assert "orch db upgrade" in refused.stderr
@@ -319,33 +278,30 @@ def test_unmigrated_postgres_is_refused_until_db_upgrade(
 
 
 def test_sandbox_flag_keeps_state_between_runs(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ORCH_VARIABLES}
-    env.update(
-        {
-            "XDG_DATA_HOME": str(tmp_path / "data"),
-            "LOG_LEVEL": "WARNING",
-            "SANDBOX_STATE_FILE": str(tmp_path / "sandbox.json"),
-        }
-    )
-    command = [sys.executable, "-m", "orchestrator_cli", "run", "--sandbox", "--symbols", SYMBOLS]
-    first = subprocess.run(
-        [*command, "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
-    )
+    orch = Orch(tmp_path, orch_environ(tmp_path, SANDBOX_STATE_FILE=str(tmp_path / "sandbox.json")))
+    command = ("run", "--sandbox", "--symbols", SYMBOLS)
+    first = orch(*command, "--json")
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["num_orders_accepted"] > 0
-    second = subprocess.run(
-        [*command, "--json", "--force"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    second = orch(*command, "--json", "--force")
     assert second.returncode == 0, second.stderr
     rerun = json.loads(second.stdout)
     assert rerun["num_orders_submitted"] == 0
     assert {m["skip_reason"] for m in rerun["mappings"]} <= {"already_at_target", "zero_weight"}
     assert list((tmp_path / "data").rglob("orch.db")), "default SQLite database in the data dir"
+
+
+def test_no_setting_of_the_developer_reaches_orch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert {"DATABASE_URL", "CAPITAL", "SANDBOX_STATE_FILE"} <= SETTINGS_VARIABLES
+    for name in SETTINGS_VARIABLES:  # each one invalid, in either case: read, it would fail
+        monkeypatch.setenv(name, "not a valid value")
+        monkeypatch.setenv(name.lower(), "not a valid value")
+    orch = Orch(tmp_path, orch_environ(tmp_path))
+    code, page = orch.json("runs", "list")
+    assert code == 0, page
+    assert page["total"] == 0
 
 
 SECRET = "e2e-shared-secret"
@@ -394,7 +350,7 @@ def test_signed_requests_and_redis_prices_end_to_end(
 ) -> None:
     symbols = ["AAPL", "MSFT", "GOOGL", "AMZN", "TSLA"]
     redis_prices({s: signed_sandbox.state.price_of(s) for s in symbols})
-    orch = Orch(tmp_path, signed_sandbox, f"sqlite:///{tmp_path}/orch.db")
+    orch = orch_at(tmp_path, signed_sandbox, f"sqlite:///{tmp_path}/orch.db")
     env = {"PRICE_SOURCE": "redis", "REDIS_URL": redis_server, "INTERNAL_TOKEN_SECRET": SECRET}
     code, run = orch.json("run", "--symbols", ",".join(symbols), **env)
     assert code == 0, run
@@ -469,14 +425,7 @@ def test_sigterm_stops_sending_releases_the_lock_and_the_run_resumes(
     args = ("run", "--symbols", ",".join(f"T{i:02d}" for i in range(10)), "--top-n", "10")
     args += ("--bottom-n", "0")
     sandbox.faults.latency_ms = 150
-    process = subprocess.Popen(
-        orch.command(*args),
-        cwd=orch.cwd,
-        env={**orch.env, "ORDER_CONCURRENCY": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = orch.start(*args, stdout=subprocess.DEVNULL, ORDER_CONCURRENCY="1")
     deadline = time.monotonic() + 60
     while sandbox.state.orders_created() < 2 and process.poll() is None:
         assert time.monotonic() < deadline, "no orders reached the sandbox"

@@ -15,7 +15,7 @@ import os
 import tempfile
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -99,28 +99,64 @@ class SandboxFaults:
         return data
 
 
+def _bad_fault(name: str, value: Any) -> ValueError:
+    return ValueError(f"bad value for fault {name}: {value!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _bool_fault(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise _bad_fault(name, value)
+
+
+def _int_fault(name: str, value: Any) -> int:
+    if _is_number(value) and isinstance(value, int):
+        return value
+    raise _bad_fault(name, value)
+
+
+def _float_fault(name: str, value: Any) -> float:
+    """A finite number >= 0; a `*_rate` is a probability, at most 1."""
+    limit = 1 if name.endswith("_rate") else math.inf
+    if _is_number(value) and math.isfinite(value) and 0 <= value <= limit:
+        return float(value)
+    raise _bad_fault(name, value)
+
+
+def _str_fault(name: str, value: Any) -> str:
+    if isinstance(value, str) and (name != "signal_fault" or value in SIGNAL_FAULTS):
+        return value
+    raise _bad_fault(name, value)
+
+
+def _symbols_fault(name: str, value: Any) -> set[str]:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return set(value)
+    raise _bad_fault(name, value)
+
+
+# The parser for each annotation a fault field has (dataclass types are strings here).
+_FAULT_PARSERS: dict[str, Callable[[str, Any], Any]] = {
+    "bool": _bool_fault,
+    "int": _int_fault,
+    "float": _float_fault,
+    "str": _str_fault,
+    "set[str]": _symbols_fault,
+}
+
+
 def _fault_value(name: str, kind: str, value: Any) -> Any:
-    """Check one JSON value against the field's annotation (dataclass types are strings here)."""
+    """Check one JSON value against the field's annotation; `X | None` also takes null."""
     if value is None and kind.endswith(" | None"):
         return None
-    kind = kind.removesuffix(" | None")
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if kind == "bool" and isinstance(value, bool):
-        return value
-    if kind == "int" and number and isinstance(value, int):
-        return value
-    limit = 1 if name.endswith("_rate") else math.inf
-    if kind == "float" and number and math.isfinite(value) and 0 <= value <= limit:
-        return float(value)
-    if (
-        kind == "str"
-        and isinstance(value, str)
-        and (name != "signal_fault" or value in SIGNAL_FAULTS)
-    ):
-        return value
-    if kind == "set[str]" and isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return set(value)
-    raise ValueError(f"bad value for fault {name}: {value!r}")
+    parse = _FAULT_PARSERS.get(kind.removesuffix(" | None"))
+    if parse is None:
+        raise _bad_fault(name, value)
+    return parse(name, value)
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,11 @@ seeds and the session table.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import sqlite3
 import string
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -27,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import Orch
 from sqlalchemy import make_url, select
 
 from orchestrator_cli import db
-from orchestrator_cli.config import Settings
 from orchestrator_cli.models import OrchestrationRun, SignalOrderMapping
 from orchestrator_cli.sandbox import Sandbox, SandboxFaults
 
@@ -47,7 +45,6 @@ NO_POSITION_CAP = 10**9
 PROCESS_TIMEOUT = 60.0
 WAIT_DEADLINE = 30.0
 POLL_SECONDS = 0.002
-SETTINGS_VARIABLES = {name.upper() for name in Settings.model_fields}
 
 
 def trial_ids(index: int) -> str:
@@ -57,46 +54,9 @@ def trial_ids(index: int) -> str:
 # --- the orch command -------------------------------------------------------------------------
 
 
-class Orch:
-    """`python -m orchestrator_cli` in its own process, environment isolated, at the sandbox."""
-
-    def __init__(self, cwd: Path, sandbox: Sandbox, database_url: str, **env: str) -> None:
-        self.cwd = cwd
-        self.env = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARIABLES}
-        self.env.update(
-            {
-                "SIGNAL_SERVICE_URL": sandbox.signal_url,
-                "EXECUTION_GATEWAY_URL": sandbox.gateway_url,
-                "MARKET_DATA_URL": sandbox.market_data_url,
-                "PRICE_SOURCE": "alpaca",
-                "DATABASE_URL": database_url,
-                "XDG_DATA_HOME": str(cwd / "data"),
-                "LOG_LEVEL": "WARNING",
-                "COLUMNS": "200",
-                **env,
-            }
-        )
-
-    def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "orchestrator_cli", *args],
-            cwd=self.cwd,
-            env={**self.env, **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def __call__(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "orchestrator_cli", *args],
-            cwd=self.cwd,
-            env={**self.env, **env},
-            capture_output=True,
-            text=True,
-            timeout=PROCESS_TIMEOUT,
-            check=False,
-        )
+def orch_at(cwd: Path, sandbox: Sandbox, database_url: str, **env: str) -> Orch:
+    """orch against the trial's sandbox; a process still running after PROCESS_TIMEOUT fails."""
+    return Orch.at_sandbox(cwd, sandbox, database_url, timeout=PROCESS_TIMEOUT, **env)
 
 
 def run_document(done: subprocess.CompletedProcess[str], what: str) -> dict[str, Any]:
@@ -328,7 +288,7 @@ def test_sigkill(index: int, trial: Any, tmp_path: Path, sqlite_copy: Path) -> N
     point = rng.choices(list(KILL_POINTS), weights=list(KILL_POINTS.values()))[0]
     latency, concurrency = rng.randint(5, 40), rng.randint(1, 4)
     with Sandbox(fresh_faults(trial.seed, latency_ms=latency)) as sandbox:
-        orch = Orch(tmp_path, sandbox, f"sqlite:///{sqlite_copy}")
+        orch = orch_at(tmp_path, sandbox, f"sqlite:///{sqlite_copy}")
         process = orch.start(*universe.run_args(), "--json", ORDER_CONCURRENCY=str(concurrency))
         with process:
             if point == "startup":
@@ -378,7 +338,7 @@ def test_timeouts(index: int, trial: Any, tmp_path: Path, sqlite_copy: Path) -> 
     # One attempt: a lost answer is recorded unknown and settled by GET; three: retried first.
     attempts = rng.choice((1, 3))
     with Sandbox(faults) as sandbox:
-        orch = Orch(
+        orch = orch_at(
             tmp_path,
             sandbox,
             f"sqlite:///{sqlite_copy}",
@@ -440,7 +400,7 @@ def test_bursts(index: int, trial: Any, tmp_path: Path, sqlite_copy: Path) -> No
         retry_after_seconds=0,
     )
     with Sandbox(faults) as sandbox:
-        orch = Orch(tmp_path, sandbox, f"sqlite:///{sqlite_copy}")
+        orch = orch_at(tmp_path, sandbox, f"sqlite:///{sqlite_copy}")
         done = orch(*universe.run_args(), "--json", ORDER_CONCURRENCY=str(rng.randint(1, 4)))
         run = run_document(done, "run")
         print(  # noqa: T201
@@ -477,7 +437,7 @@ def test_race(index: int, trial: Any, tmp_path: Path, sqlite_copy: Path) -> None
     universe = Universe.draw(rng)
     # ~10 requests before the orders and one order at a time: the run lasts well over 1 s.
     with Sandbox(fresh_faults(trial.seed, latency_ms=rng.randint(90, 130))) as sandbox:
-        orch = Orch(tmp_path, sandbox, f"sqlite:///{sqlite_copy}", ORDER_CONCURRENCY="1")
+        orch = orch_at(tmp_path, sandbox, f"sqlite:///{sqlite_copy}", ORDER_CONCURRENCY="1")
         first = orch.start(*universe.run_args(), "--json")
         second = orch.start(*universe.run_args(), "--json")
         with first, second:
@@ -531,7 +491,7 @@ def test_db_stop(
     direct = migrated(new_postgres_database())
     proxy = make_tcp_proxy(upstream_of(direct))
     with Sandbox(fresh_faults(trial.seed, latency_ms=rng.randint(30, 50))) as sandbox:
-        orch = Orch(tmp_path, sandbox, direct)
+        orch = orch_at(tmp_path, sandbox, direct)
         process = orch.start(
             *universe.run_args(),
             "--json",
@@ -581,7 +541,7 @@ def test_db_down_at_start(
     proxy = make_tcp_proxy(upstream_of(direct))
     proxy.kill()
     with Sandbox(fresh_faults(trial.seed)) as sandbox:
-        orch = Orch(tmp_path, sandbox, proxied(direct, proxy.port))
+        orch = orch_at(tmp_path, sandbox, proxied(direct, proxy.port))
         done = orch(*universe.run_args())
         print(f"exit {done.returncode}: {done.stderr.strip()}")  # noqa: T201
         assert done.returncode == 1, done.stderr
