@@ -350,55 +350,52 @@ class SandboxState:
                         f"Order {ticket.client_order_id} already exists with different parameters",
                     )
                 return dict(existing), False
-            if (
-                kill_switch_after_orders is not None
-                and len(self.orders) >= kill_switch_after_orders
-            ):
-                raise OrderRefused(503, KILL_SWITCH_DETAIL)
             price = self._price_of(ticket.symbol)
-            if ticket.qty * (ticket.limit_price or price) > FAT_FINGER_NOTIONAL:
-                raise OrderRefused(400, "Order rejected by fat-finger checks: notional")
             holding = self.positions.get(ticket.symbol)
-            current = holding.qty if holding else Decimal(0)
             signed = Decimal(ticket.qty if ticket.side == "buy" else -ticket.qty)
-            if abs(current + signed) > max_position_shares:
-                raise OrderRefused(
-                    422,
-                    {
-                        "error": "Position limit exceeded",
-                        "symbol": ticket.symbol,
-                        "current_position": format(current, "f"),
-                        "resulting_position": format(current + signed, "f"),
-                        "max_position_shares": max_position_shares,
-                    },
-                )
+            self._refuse_if_unsafe(
+                ticket,
+                price=price,
+                current=holding.qty if holding else Decimal(0),
+                signed=signed,
+                max_position_shares=max_position_shares,
+                kill_switch_after_orders=kill_switch_after_orders,
+            )
             now = utc_now()
             fills = ticket.order_type == "market" and not dry_run
-            record: dict[str, Any] = {
-                "client_order_id": ticket.client_order_id,
-                "status": "dry_run" if dry_run else "filled" if fills else "new",
-                "broker_order_id": None if dry_run else str(uuid.uuid4()),
-                "symbol": ticket.symbol,
-                "side": ticket.side,
-                "qty": ticket.qty,
-                "order_type": ticket.order_type,
-                "time_in_force": ticket.time_in_force,
-                "limit_price": _text(ticket.limit_price),
-                "stop_price": _text(ticket.stop_price),
-                "created_at": iso_z(now),
-                "updated_at": iso_z(now),
-                "submitted_at": None if dry_run else iso_z(now),
-                "filled_qty": str(ticket.qty) if fills else "0",
-                "filled_avg_price": _text(price) if fills else None,
-                "filled_at": iso_z(now) if fills else None,
-                "error_message": None,
-                "strategy_id": None,
-            }
+            record = _order_record(ticket, price=price, now=now, dry_run=dry_run, fills=fills)
             self.orders[ticket.client_order_id] = record
             if fills:
                 self.positions[ticket.symbol] = _fill(holding, signed, price, now)
             self._save()
             return dict(record), True
+
+    def _refuse_if_unsafe(
+        self,
+        ticket: OrderTicket,
+        *,
+        price: Decimal,
+        current: Decimal,
+        signed: Decimal,
+        max_position_shares: int,
+        kill_switch_after_orders: int | None,
+    ) -> None:
+        """The gateway's own checks: kill switch, fat-finger notional, position limit."""
+        if kill_switch_after_orders is not None and len(self.orders) >= kill_switch_after_orders:
+            raise OrderRefused(503, KILL_SWITCH_DETAIL)
+        if ticket.qty * (ticket.limit_price or price) > FAT_FINGER_NOTIONAL:
+            raise OrderRefused(400, "Order rejected by fat-finger checks: notional")
+        if abs(current + signed) > max_position_shares:
+            raise OrderRefused(
+                422,
+                {
+                    "error": "Position limit exceeded",
+                    "symbol": ticket.symbol,
+                    "current_position": format(current, "f"),
+                    "resulting_position": format(current + signed, "f"),
+                    "max_position_shares": max_position_shares,
+                },
+            )
 
     # --- persistence ----------------------------------------------------------------------
 
@@ -462,3 +459,29 @@ class SandboxState:
             "orders": {key: dict(record) for key, record in self.orders.items()},
             "post_attempts": self.post_attempts,
         }
+
+
+def _order_record(
+    ticket: OrderTicket, *, price: Decimal, now: datetime, dry_run: bool, fills: bool
+) -> dict[str, Any]:
+    """The gateway's record of a new order, as GET /api/v1/orders/{id} returns it."""
+    return {
+        "client_order_id": ticket.client_order_id,
+        "status": "dry_run" if dry_run else "filled" if fills else "new",
+        "broker_order_id": None if dry_run else str(uuid.uuid4()),
+        "symbol": ticket.symbol,
+        "side": ticket.side,
+        "qty": ticket.qty,
+        "order_type": ticket.order_type,
+        "time_in_force": ticket.time_in_force,
+        "limit_price": _text(ticket.limit_price),
+        "stop_price": _text(ticket.stop_price),
+        "created_at": iso_z(now),
+        "updated_at": iso_z(now),
+        "submitted_at": None if dry_run else iso_z(now),
+        "filled_qty": str(ticket.qty) if fills else "0",
+        "filled_avg_price": _text(price) if fills else None,
+        "filled_at": iso_z(now) if fills else None,
+        "error_message": None,
+        "strategy_id": None,
+    }
