@@ -18,12 +18,13 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from orchestrator_cli import __version__, db, render, store
 from orchestrator_cli.clock import check_as_of, utc_now
-from orchestrator_cli.config import Settings, load_settings, mask_url
+from orchestrator_cli.config import Settings, env_file_warnings, load_settings, mask_url
 from orchestrator_cli.db import open_database
-from orchestrator_cli.errors import ConfigError, ExitCode, OrchError
+from orchestrator_cli.errors import ConfigError, ExitCode, OrchError, RunInterrupted, ServiceError
 from orchestrator_cli.runner import RunOutcome, execute_run, resume_run, sync_run
 from orchestrator_cli.schemas import SYMBOL_PATTERN, RunStatus, symbols_from
 from orchestrator_cli.wiring import (
@@ -69,13 +70,16 @@ def handle_errors(ctx: typer.Context) -> Iterator[None]:
     except OrchError as exc:
         if debug:
             err.print_exception()
-        err.print(f"[red]Error:[/red] {exc}", soft_wrap=True)
+        err.print(f"[red]Error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        finish = (
+            f"`orch runs resume {exc.run_id}`" if isinstance(exc, RunInterrupted) else "resuming"
+        )
         err.print(
             "[red]Error:[/red] interrupted: no further order was sent. Orders already sent are "
             "recorded with their client_order_id; `orch run` again (same arguments) or "
-            "`orch runs resume <run_id>` settles and finishes the run",
+            f"{escape(finish)} settles and finishes the run",
             soft_wrap=True,
         )
         raise typer.Exit(ExitCode.FAILED) from None
@@ -85,7 +89,7 @@ def handle_errors(ctx: typer.Context) -> Iterator[None]:
         if debug:
             err.print_exception()
         err.print(
-            f"[red]Error:[/red] internal error: {type(exc).__name__}: {exc} "
+            f"[red]Error:[/red] internal error: {type(exc).__name__}: {escape(str(exc))} "
             "(re-run with --debug for the traceback)",
             soft_wrap=True,
         )
@@ -170,7 +174,11 @@ def settings_from_options(ctx: typer.Context) -> Settings:
         if param.name in Settings.model_fields and value is not None and value is not False:
             given[param.name] = value
             spelled[param.name] = param.opts[0]
-    return load_settings(given, **spelled)
+    settings = load_settings(given, **spelled)
+    setup_logging(settings.log_level)
+    for warning in env_file_warnings():
+        logger.warning("%s", warning)
+    return settings
 
 
 def print_version(value: bool) -> None:
@@ -295,7 +303,6 @@ def run(
     """
     with handle_errors(ctx):
         settings = settings_from_options(ctx)
-        setup_logging(settings.log_level)
         universe = parse_symbols(symbols, symbols_file)
         as_of_date = parse_as_of(as_of)
         with sandboxed(settings, enabled=sandbox) as effective:
@@ -315,23 +322,17 @@ def run(
 def show_outcome(outcome: RunOutcome, *, json_output: bool) -> None:
     """Print the run (or why nothing was done) and exit with the run's code."""
     if outcome.note and outcome.action != "ran":
-        (err if json_output else out).print(outcome.note, highlight=False, soft_wrap=True)
+        (err if json_output else out).print(outcome.note, markup=False, soft_wrap=True)
     if json_output:
         document = outcome.result.model_dump(mode="json")
         emit_json(json.dumps({"action": outcome.action, **document}))
     elif outcome.action == "already_completed":
-        out.print(render.summary_line(outcome.result), highlight=False)
+        render.print_summary(out, outcome.result)
     else:
         render.print_run(out, outcome.result)
     if outcome.action == "already_completed":
         raise typer.Exit(ExitCode.OK)
     raise typer.Exit(EXIT_FOR_STATUS[outcome.result.status])
-
-
-def _settings_for_reading() -> Settings:
-    settings = load_settings()
-    setup_logging(settings.log_level)
-    return settings
 
 
 @runs_app.command("list")
@@ -349,7 +350,7 @@ def runs_list(
     with handle_errors(ctx):
         if status is not None and status not in RUN_STATUSES:
             raise ConfigError(f"--status {status!r}: use one of {', '.join(RUN_STATUSES)}")
-        sessions = open_database(_settings_for_reading())
+        sessions = open_database(settings_from_options(ctx))
         with db.transaction(sessions, "listing runs") as session:
             page = store.list_runs(
                 session, limit=limit, offset=offset, status=status, strategy_id=strategy
@@ -357,7 +358,7 @@ def runs_list(
         if json_output:
             emit_json(page.model_dump_json())
         else:
-            out.print(render.runs_table(page))
+            render.print_runs(out, page)
 
 
 @runs_app.command("show")
@@ -368,7 +369,7 @@ def runs_show(
 ) -> None:
     """Show one run with every signal-to-order mapping."""
     with handle_errors(ctx):
-        sessions = open_database(_settings_for_reading())
+        sessions = open_database(settings_from_options(ctx))
         with db.transaction(sessions, "reading the run") as session:
             result = store.load_run(session, store.resolve_run_id(session, run_id))
         if json_output:
@@ -385,6 +386,9 @@ def runs_resume(
         bool,
         typer.Option("--live", help="Allow a gateway on a live account (env ALLOW_LIVE_TRADING)."),
     ] = False,
+    sandbox: Annotated[
+        bool, typer.Option("--sandbox", help="Finish a run made with `orch run --sandbox`.")
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Continue an interrupted run from its recorded plan: settle unknown orders, send the rest.
@@ -392,9 +396,7 @@ def runs_resume(
     Orders that may have reached the gateway are looked up by client_order_id first; only
     those the gateway never saw are sent (with the same id). Nothing is re-planned.
     """
-    with handle_errors(ctx):
-        settings = settings_from_options(ctx)
-        setup_logging(settings.log_level)
+    with handle_errors(ctx), sandboxed(settings_from_options(ctx), enabled=sandbox) as settings:
         execution, services = prepare_existing(settings, progress=logger.info)
         with db.transaction(services.sessions, "finding the run") as session:
             found = store.resolve_run_id(session, run_id)
@@ -405,32 +407,44 @@ def runs_resume(
 def runs_sync(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="Run id: the full UUID or a unique prefix.")],
+    sandbox: Annotated[
+        bool, typer.Option("--sandbox", help="Sync a run made with `orch run --sandbox`.")
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
-    """Refresh every order of a run from the gateway (status, fills) and update its counts."""
-    with handle_errors(ctx):
-        execution, services = prepare_existing(_settings_for_reading(), progress=logger.info)
+    """Refresh every order of a run from the gateway (status, fills) and update its counts.
+
+    Exit 1 when an order could not be asked about: its record is left as it was.
+    """
+    with handle_errors(ctx), sandboxed(settings_from_options(ctx), enabled=sandbox) as settings:
+        execution, services = prepare_existing(settings, progress=logger.info)
         with db.transaction(services.sessions, "finding the run") as session:
             found = store.resolve_run_id(session, run_id)
-        result = sync_run(found, execution, services)
+        synced = sync_run(found, execution, services)
         if json_output:
-            emit_json(result.model_dump_json())
+            emit_json(synced.result.model_dump_json())
         else:
-            render.print_run(out, result)
+            render.print_run(out, synced.result)
+        if synced.unsettled:
+            raise ServiceError(
+                f"could not settle {len(synced.unsettled)} of {synced.orders} orders of run "
+                f"{found} at the gateway (first: {synced.unsettled[0]}); their records are "
+                f"unchanged: `orch runs sync {found}` again once the gateway answers"
+            )
 
 
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Apply the Alembic migrations to DATABASE_URL (needed once for PostgreSQL)."""
     with handle_errors(ctx):
-        settings = _settings_for_reading()
+        settings = settings_from_options(ctx)
         engine = db.make_engine(settings.database_url)
         before, after = db.upgrade_database(engine)
         where = mask_url(settings.database_url)
         if before == after:
-            out.print(f"{where} is already at migration {after}")
+            out.print(f"{where} is already at migration {after}", markup=False)
         else:
-            out.print(f"{where} upgraded from {before or 'empty'} to {after}")
+            out.print(f"{where} upgraded from {before or 'empty'} to {after}", markup=False)
 
 
 @app.command("sandbox")

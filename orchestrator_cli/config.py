@@ -6,6 +6,7 @@ problem into a `ConfigError` that names the environment variable (or the flag) t
 
 from __future__ import annotations
 
+import difflib
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -216,3 +217,26 @@ def load_settings(flags: dict[str, Any] | None = None, **flag_names: str) -> Set
         raise ConfigError(
             "invalid configuration: " + "; ".join(problems) + " (fix the flag, variable or .env)"
         ) from exc
+
+
+def env_file_warnings(path: Path = Path(".env")) -> list[str]:
+    """A warning for each `.env` key that is no setting but is close to one (a typo).
+
+    Keys far from every setting are left alone: a `.env` may hold other programs' variables.
+    """
+    if not path.is_file():
+        return []
+    from dotenv import dotenv_values
+
+    known = sorted(name.upper() for name in Settings.model_fields)
+    warnings = []
+    for key in dotenv_values(path):
+        name = key.strip().upper()
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        if close:
+            warnings.append(
+                f"{path}: {key!r} is not a setting and is ignored; did you mean {close[0]}?"
+            )
+    return warnings

@@ -52,6 +52,7 @@ class Refuse:
 @dataclass(frozen=True)
 class AlreadyCompleted:
     run: RunInfo
+    differences: list[str]  # how the request differs from what the completed run used
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,10 @@ def _real_run_action(runs: list[RunInfo], spec: RunSpec, *, force: bool) -> DayA
         return Refuse(run, differences) if differences else Resume(run)
     completed = [r for r in _real(runs) if r.status == "completed"]
     if completed and not force:
-        return AlreadyCompleted(completed[-1])
+        done = completed[-1]
+        return AlreadyCompleted(
+            done, spec.differences(done.symbols, done.capital, done.max_position_size, done.limits)
+        )
     abandon = interrupted[-1] if interrupted else None
     if abandon is not None:
         runs = [replace(r, status="failed") if r.run_id == abandon.run_id else r for r in runs]

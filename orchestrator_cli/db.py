@@ -7,6 +7,7 @@ otherwise, their own migration transaction.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -161,14 +162,38 @@ def upgrade_database(engine: Engine) -> tuple[str | None, str]:
     return before, after
 
 
+@contextmanager
+def _sqlite_migration_lock(engine: Engine) -> Iterator[None]:
+    """Serialise creating and migrating one SQLite file across processes.
+
+    Two cron entries that first open a new database at the same moment would otherwise both
+    find it empty and both create its tables. The lock is an flock on the file's directory (no
+    lock file is left behind, and SQLite's own locks on the file are untouched).
+    """
+    database = engine.url.database or ""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    import fcntl
+
+    directory = os.open(Path(database).expanduser().resolve().parent, os.O_RDONLY)
+    try:
+        fcntl.flock(directory, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(directory)  # closing releases the flock
+
+
 def prepare_database(engine: Engine) -> None:
     """Make the database usable: SQLite is migrated to head; any other must be at head already."""
-    current = current_revision(engine)
     head = head_revision()
+    current = current_revision(engine)
     if current == head:
         return
     if engine.dialect.name == "sqlite":
-        upgrade_database(engine)
+        with _sqlite_migration_lock(engine):
+            if current_revision(engine) != head:  # another process may have done it meanwhile
+                upgrade_database(engine)
         return
     raise DatabaseNotMigratedError(
         f"database {_shown(engine)} is at revision {current or 'empty'}, this orch needs {head}: "

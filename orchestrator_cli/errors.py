@@ -69,3 +69,11 @@ class RunInProgressError(OrchError):
     """Another run of the same strategy and trading date holds the run lock."""
 
     exit_code = ExitCode.RUN_IN_PROGRESS
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM while a run was under way; carries the run's id for the message."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id

@@ -2,9 +2,13 @@
 
 The lock is a row in `run_locks` keyed by (strategy, date), so the database enforces it for
 every process that shares the database, SQLite or PostgreSQL. Its holder (`host:pid`) beats
-a heartbeat while it runs. A holder is dead, and its lock is taken over, when its heartbeat is
-older than LOCK_STALE_SECONDS or, on the same host, when its process no longer exists (so a
-run killed a moment ago is taken over at once, not a minute later).
+a heartbeat while it runs. Heartbeats are written and judged by the database's clock, never a
+machine's own, so a host whose clock is ahead cannot think a live holder's heartbeat old.
+
+A holder on this host is dead exactly when its process is gone (or a zombie awaiting its
+parent): a run killed a moment ago is taken over at once, and a live one is never taken over,
+however old its heartbeat looks. A holder on another host is dead when its heartbeat is older
+than LOCK_STALE_SECONDS.
 
 The row's SQL is here too, next to the policy that is its only user: `RunLock` opens a short
 transaction of its own for each step (take, read, take over, beat, release).
@@ -17,12 +21,12 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,6 +38,17 @@ logger = logging.getLogger(__name__)
 
 
 # --- The lock's row -----------------------------------------------------------------------------
+
+
+def database_now(session: Session) -> datetime:
+    """The database server's clock, in UTC: one clock for every holder's heartbeat."""
+    if session.get_bind().dialect.name == "sqlite":
+        stamp = session.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
+        return datetime.fromisoformat(str(stamp)).replace(tzinfo=UTC)
+    value = session.execute(text("SELECT clock_timestamp()")).scalar_one()
+    if not isinstance(value, datetime):
+        raise TypeError(f"clock_timestamp() gave {value!r}")
+    return value.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -144,21 +159,28 @@ def holder_id() -> str:
 
 
 def pid_alive(pid: int) -> bool:
+    """True while the process runs; a zombie (killed, not yet reaped) is not alive."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # it exists, it is someone else's
-        return True
-    return True
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (or it just exited): os.kill said it existed
+    state = stat.rpartition(")")[2].split()[:1]  # the field after "(command name)"
+    return state not in (["Z"], ["X"])
 
 
 def is_stale(lock: LockHolder, *, now: datetime, stale_after: timedelta) -> bool:
-    """True when the holder is dead: heartbeat too old, or (same host) its process is gone."""
-    if now - lock.heartbeat_at > stale_after:
-        return True
+    """True when the holder is dead: on this host its process is gone; elsewhere its
+    heartbeat (by the database's clock, `now`) is older than `stale_after`."""
     host, _, pid = lock.holder.rpartition(":")
-    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+    if host == socket.gethostname() and pid.isdigit():
+        return not pid_alive(int(pid))
+    return now - lock.heartbeat_at > stale_after
 
 
 class RunLock:
@@ -172,20 +194,18 @@ class RunLock:
         as_of_date: date,
         run_id: uuid.UUID,
         stale_after: timedelta,
-        clock: Callable[[], datetime],
     ) -> None:
         self.sessions = sessions
         self.strategy_id = strategy_id
         self.as_of_date = as_of_date
         self.run_id = run_id
         self.stale_after = stale_after
-        self.clock = clock
         self.holder = holder_id()
         self._stop = threading.Event()
         self._beater: threading.Thread | None = None
 
-    def _describe(self, lock: LockHolder) -> str:
-        age = (self.clock() - lock.heartbeat_at).total_seconds()
+    def _describe(self, lock: LockHolder, now: datetime) -> str:
+        age = (now - lock.heartbeat_at).total_seconds()
         return (
             f"run {lock.run_id} on {lock.holder}, started {lock.acquired_at:%Y-%m-%d %H:%M:%S} "
             f"UTC, last heartbeat {age:.0f}s ago"
@@ -203,7 +223,7 @@ class RunLock:
                         as_of_date=as_of_date,
                         run_id=self.run_id,
                         holder=self.holder,
-                        now=self.clock(),
+                        now=database_now(session),
                     )
                 return
             except DatabaseError as exc:
@@ -215,12 +235,14 @@ class RunLock:
                     continue  # released in between: try to insert again
                 if current.holder == self.holder:
                     return
-                if not is_stale(current, now=self.clock(), stale_after=self.stale_after):
+                now = database_now(session)
+                if not is_stale(current, now=now, stale_after=self.stale_after):
                     raise RunInProgressError(
                         f"another run of {self.strategy_id} for {self.as_of_date} is in "
-                        f"progress: {self._describe(current)}. Wait for it; a run whose process "
-                        f"died is taken over after {self.stale_after.total_seconds():.0f}s "
-                        "(LOCK_STALE_SECONDS), at once on the same host"
+                        f"progress: {self._describe(current, now)}. Wait for it; a run whose "
+                        "process died is taken over at once on the same host, after "
+                        f"{self.stale_after.total_seconds():.0f}s (LOCK_STALE_SECONDS) "
+                        "from another host"
                     )
                 if _take_over_lock(
                     session,
@@ -229,13 +251,13 @@ class RunLock:
                     stale=current,
                     run_id=self.run_id,
                     holder=self.holder,
-                    now=self.clock(),
+                    now=now,
                 ):
                     logger.warning(
                         "the previous holder of the %s %s run lock is gone (%s); taking over",
                         self.strategy_id,
                         self.as_of_date,
-                        self._describe(current),
+                        self._describe(current, now),
                     )
                     return
         raise RunInProgressError(
@@ -256,7 +278,7 @@ class RunLock:
                 as_of_date=self.as_of_date,
                 holder=self.holder,
                 run_id=self.run_id,
-                now=self.clock(),
+                now=database_now(session),
             )
 
     def _beat_forever(self) -> None:

@@ -73,6 +73,7 @@ class OrchestrationRun(Base):
     generation: Mapped[int] = mapped_column(Integer, default=0, server_default=_ZERO)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the last resume
     duration_seconds: Mapped[Decimal | None] = mapped_column(ExactDecimal(12, 3))
     error_message: Mapped[str | None] = mapped_column(Text)
 

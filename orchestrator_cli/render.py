@@ -1,12 +1,25 @@
-"""Rich tables and summary lines for runs; JSON documents for `--json`."""
+"""Rich tables and summary lines for runs; JSON documents for `--json`.
+
+Everything from outside (symbols, gateway messages, error texts, strategy names) is data: table
+cells are `Text` objects and markup strings escape it, so `[red]` or `[/x]` prints as written.
+
+What a table shows depends on the console's width: a cron log (180 columns) gets every column;
+a terminal of 100-149 columns leaves out the rank and the client order id (`orch runs show
+--json` has them); an 80-column terminal keeps what a person checks first (symbol, weight,
+price, held, target, order, status). The runs list shortens run ids to their first 8 hex
+characters there, a prefix that `orch runs show` accepts.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from orchestrator_cli.schemas import (
     ACCEPTED_STATUSES,
@@ -31,13 +44,16 @@ ORDER_STYLE = {
     "dry_run": "cyan",
     "planned": "cyan",
 }
+FULL_WIDTH = 150  # every column
+TABLE_MEDIUM_WIDTH = 100  # the mapping table without rank and client order id
+LIST_MEDIUM_WIDTH = 115  # the runs list with full run ids
 
 
 def _qty(value: Decimal | int | None) -> str:
     if value is None:
         return "-"
-    if isinstance(value, Decimal) and value == value.to_integral_value():
-        return str(int(value))
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
     return str(value)
 
 
@@ -52,47 +68,62 @@ def _order(mapping: MappingResult) -> str:
     return f"{mapping.order_side} {mapping.order_qty}{leg}"
 
 
-def _status(mapping: MappingResult) -> str:
+def _status(mapping: MappingResult, *, narrow: bool) -> Text:
     if mapping.skip_reason:
-        return f"[dim]skip: {mapping.skip_reason}[/dim]"
+        reason = mapping.skip_reason.replace("_", " ") if narrow else mapping.skip_reason
+        return Text(reason if narrow else f"skip: {reason}", style="dim")
     status = mapping.order_status or "-"
-    style = ORDER_STYLE.get(status, "red")
-    return f"[{style}]{status}[/{style}]"
+    return Text(status, style=ORDER_STYLE.get(status, "red"))
 
 
-def mapping_table(result: RunResult) -> Table:
-    """The signal-to-order mappings of one run."""
-    table = Table(title=f"Run {result.run_id}", title_justify="left")
-    for header, justify in (
-        ("Symbol", "left"),
-        ("Rank", "right"),
-        ("Weight", "right"),
-        ("Price", "right"),
-        ("Held", "right"),
-        ("Target", "right"),
-        ("Order", "right"),
-        ("Status", "left"),
-        ("Client order id / detail", "left"),
+def _detail(mapping: MappingResult, run_error: str | None) -> str:
+    """The plan's note and, for an order not accepted, why; the run's own error only once."""
+    parts = []
+    if mapping.note:
+        parts.append(mapping.note)
+    if (
+        mapping.detail
+        and mapping.detail != mapping.note
+        and mapping.detail != run_error
+        and mapping.order_status not in ACCEPTED_STATUSES
     ):
-        table.add_column(header, justify=justify)  # type: ignore[arg-type]
+        parts.append(mapping.detail)
+    return " ".join(parts)
+
+
+def mapping_table(result: RunResult, *, width: int = FULL_WIDTH) -> Table:
+    """The signal-to-order mappings of one run, with the columns that fit `width`."""
+    full = width >= FULL_WIDTH
+    narrow = width < TABLE_MEDIUM_WIDTH
+    table = Table(title=f"Run {result.run_id}", title_justify="left")
+    columns: list[tuple[str, str, bool]] = [  # header, justify, no_wrap
+        ("Symbol", "left", True),
+        *([("Rank", "right", True)] if full else []),
+        ("Weight", "right", True),
+        ("Price", "right", True),
+        ("Held", "right", True),
+        ("Target", "right", True),
+        ("Order", "right", not narrow),
+        ("Status", "left", not narrow),
+        *([("Client order id", "left", True)] if full else []),
+        *([] if narrow else [("Detail", "left", False)]),
+    ]
+    for header, justify, no_wrap in columns:
+        table.add_column(header, justify=justify, no_wrap=no_wrap)  # type: ignore[arg-type]
     for m in result.mappings:
-        parts = [m.client_order_id or ""]
-        if m.note:
-            parts.append(m.note)
-        if m.detail and m.detail != m.note and m.order_status not in ACCEPTED_STATUSES:
-            parts.append(m.detail)
-        note = " ".join(part for part in parts if part)
-        table.add_row(
-            m.symbol,
-            "-" if m.rank is None else str(m.rank),
+        cells: list[str | Text] = [
+            Text(m.symbol),
+            *([Text("-" if m.rank is None else str(m.rank))] if full else []),
             _weight(m.target_weight),
             "-" if m.price is None else money_text(m.price),
             _qty(m.current_qty),
             _qty(m.target_qty),
             _order(m),
-            _status(m),
-            note,
-        )
+            _status(m, narrow=narrow),
+            *([Text(m.client_order_id or "")] if full else []),
+            *([] if narrow else [Text(_detail(m, result.error_message))]),
+        ]
+        table.add_row(*cells)
     return table
 
 
@@ -100,16 +131,38 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
+def _inputs(run: RunSummary) -> str:
+    """`; 5 symbols, capital $100,000.00, cap $20,000.00, prices alpaca` (what it ran with)."""
+    parts = []
+    if run.num_symbols is not None:
+        parts.append(plural(run.num_symbols, "symbol"))
+    if run.capital is not None:
+        parts.append(f"capital ${run.capital:,.2f}")
+    if run.max_position_size is not None:
+        parts.append(f"cap ${run.max_position_size:,.2f}")
+    if run.price_source:
+        parts.append(f"prices {run.price_source}")
+    return "; " + ", ".join(parts) if parts else ""
+
+
+def _duration(run: RunSummary) -> str:
+    if run.duration_seconds is None:
+        return ""
+    text = f" in {run.duration_seconds:.2f}s"
+    if run.elapsed_seconds is not None:
+        text += f" (resumed; {run.elapsed_seconds:.2f}s since it started)"
+    return text
+
+
 def summary_line(run: RunSummary) -> str:
-    """One line: status, strategy, date and counts (Rich markup)."""
+    """One line: status, strategy, date, counts and inputs (Rich markup, outside text escaped)."""
     style = STATUS_STYLE.get(run.status, "white")
-    duration = "" if run.duration_seconds is None else f" in {run.duration_seconds:.2f}s"
     mode = " (dry run: nothing sent)" if run.dry_run else ""
     if run.gateway_mode:
-        mode += f" (gateway: {run.gateway_mode})"
+        mode += f" (gateway: {escape(run.gateway_mode)})"
     line = (
-        f"[{style}]{run.status}[/{style}] run {run.run_id} {run.strategy_id} {run.as_of_date}"
-        f"{mode}: {plural(run.num_signals, 'signal')}, "
+        f"[{style}]{run.status}[/{style}] run {run.run_id} {escape(run.strategy_id)} "
+        f"{run.as_of_date}{mode}: {plural(run.num_signals, 'signal')}, "
         f"{plural(run.num_orders_submitted, 'order')} submitted, "
         f"{run.num_orders_accepted} accepted, {run.num_orders_rejected} rejected"
     )
@@ -117,14 +170,14 @@ def summary_line(run: RunSummary) -> str:
         line += f", {run.num_orders_blocked} blocked"
     if run.num_orders_unknown:
         line += f", {run.num_orders_unknown} unknown"
-    line += duration
+    line += _duration(run) + _inputs(run)
     if run.error_message:
-        line += f" - {run.error_message}"
+        line += f" - {escape(run.error_message)}"
     return line
 
 
 def limits_line(limits: dict[str, Any]) -> str | None:
-    """The limits that are on, e.g. `limits: max_order_notional=5000, long_only`."""
+    """The limits that are on, e.g. `limits: max_order_notional=5000, long_only` (plain text)."""
     parts = []
     for name, value in limits.items():
         if value in (None, False, [], "0"):
@@ -139,43 +192,61 @@ def limits_line(limits: dict[str, Any]) -> str | None:
 
 
 def print_run(console: Console, result: RunResult) -> None:
-    console.print(mapping_table(result))
+    """The mapping table (when there is one), the limits line and the summary line.
+
+    The summary line is never wrapped, so that each run is one line to grep in a cron log.
+    """
+    if result.mappings:
+        console.print(mapping_table(result, width=console.width))
     if result.limits and (line := limits_line(result.limits)):
-        console.print(line, highlight=False)
-    console.print(summary_line(result), highlight=False)
+        console.print(line, markup=False, highlight=False)
+    print_summary(console, result)
 
 
-def runs_table(page: RunPage) -> Table:
-    """`orch runs list`: newest first."""
+def print_summary(console: Console, run: RunSummary) -> None:
+    console.print(summary_line(run), highlight=False, soft_wrap=True)
+
+
+def runs_table(page: RunPage, *, width: int = FULL_WIDTH) -> Table:
+    """`orch runs list`, newest first, with the columns that fit `width`."""
     if page.runs:
         title = f"Runs {page.offset + 1}-{page.offset + len(page.runs)} of {page.total}"
     else:
         title = f"No runs at offset {page.offset} ({page.total} in all)"
     table = Table(title=title)
-    for header in (
-        "Run id",
-        "Strategy",
-        "Date",
-        "Status",
-        "Signals",
-        "Submitted",
-        "Accepted",
-        "Rejected",
-        "Started (UTC)",
-    ):
-        table.add_column(header)
+    full = width >= FULL_WIDTH
+    narrow = width < LIST_MEDIUM_WIDTH
+    counts: Sequence[str] = (
+        ("Signals", "Submitted", "Accepted", "Rejected") if full else ("Accepted/sent",)
+    )
+    for header in ("Run id", "Strategy", "Date", "Status", *counts, "Started (UTC)"):
+        table.add_column(header, no_wrap=header != "Strategy")
     for run in page.runs:
-        style = STATUS_STYLE.get(run.status, "white")
-        started = "-" if run.started_at is None else run.started_at.strftime("%Y-%m-%d %H:%M:%S")
+        started = "-"
+        if run.started_at is not None:
+            started = run.started_at.strftime("%m-%d %H:%M" if narrow else "%Y-%m-%d %H:%M:%S")
+        if full:
+            numbers = [
+                str(n)
+                for n in (
+                    run.num_signals,
+                    run.num_orders_submitted,
+                    run.num_orders_accepted,
+                    run.num_orders_rejected,
+                )
+            ]
+        else:
+            numbers = [f"{run.num_orders_accepted}/{run.num_orders_submitted}"]
         table.add_row(
-            str(run.run_id),
-            run.strategy_id,
+            run.run_id.hex[:8] if narrow else str(run.run_id),
+            Text(run.strategy_id),
             str(run.as_of_date),
-            f"[{style}]{run.status}[/{style}]",
-            str(run.num_signals),
-            str(run.num_orders_submitted),
-            str(run.num_orders_accepted),
-            str(run.num_orders_rejected),
+            Text(run.status, style=STATUS_STYLE.get(run.status, "white")),
+            *numbers,
             started,
         )
     return table
+
+
+def print_runs(console: Console, page: RunPage) -> None:
+    console.print(runs_table(page, width=console.width))

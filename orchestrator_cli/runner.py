@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -40,7 +40,12 @@ from orchestrator_cli.day import (
     Resume,
     decide_day,
 )
-from orchestrator_cli.errors import ConfigError, PriceSourceError, ServiceError
+from orchestrator_cli.errors import (
+    ConfigError,
+    PriceSourceError,
+    RunInterrupted,
+    ServiceError,
+)
 from orchestrator_cli.locking import RunLock
 from orchestrator_cli.mode import RunMode, mode_of
 from orchestrator_cli.request import Execution, RunRequest, RunSpec
@@ -93,8 +98,18 @@ def _lock(
         as_of_date=as_of,
         run_id=run_id,
         stale_after=timedelta(seconds=execution.lock_stale_seconds),
-        clock=services.clock,
     )
+
+
+@contextmanager
+def _naming(run_id: uuid.UUID) -> Iterator[None]:
+    """An interrupt (Ctrl-C, SIGTERM) names the run it stopped, so the user can finish it."""
+    try:
+        yield
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt as exc:
+        raise RunInterrupted(str(run_id)) from exc
 
 
 class ActiveRun:
@@ -184,8 +199,12 @@ class ActiveRun:
 
     def resume(self) -> RunResult:
         """Continue this run from its recorded plan: settle, send what never left, finish."""
+        with _naming(self.run_id):
+            return self._resume()
+
+    def _resume(self) -> RunResult:
         with _transaction(self.services, "reopening the run") as session:
-            store.reopen_run(session, self.run_id)
+            store.reopen_run(session, self.run_id, at=self.services.clock())
             rows = store.order_rows(session, [self.run_id])
         if not rows and not _plan_recorded(self.services, self.run_id):
             return self.finish("failed", UNPLANNED + "; `orch run` plans the day anew")
@@ -277,11 +296,7 @@ def execute_run(request: RunRequest, services: RunServices) -> RunOutcome:
         if isinstance(action, AlreadyCompleted):
             with _transaction(services, "reading the completed run") as session:
                 result = store.load_run(session, action.run.run_id)
-            note = (
-                f"run {action.run.run_id} of {spec.strategy_id} for {as_of} already completed; "
-                "nothing to do (--force plans what is still missing)"
-            )
-            return RunOutcome(result, "already_completed", note)
+            return RunOutcome(result, "already_completed", _completed_text(action))
         raise ConfigError(_refusal_text(action, spec.strategy_id))
 
 
@@ -292,6 +307,17 @@ def _resume_interrupted(
     services.progress(note)
     result = ActiveRun(run, services, request.execution).resume()
     return RunOutcome(result, "resumed", note)
+
+
+def _completed_text(action: AlreadyCompleted) -> str:
+    run = action.run
+    done = f"run {run.run_id} of {run.strategy_id} for {run.as_of_date} already completed"
+    if not action.differences:
+        return f"{done}; nothing to do (--force plans what is still missing)"
+    return (
+        f"{done} with other inputs ({'; '.join(action.differences)}); nothing was done: "
+        "`orch run --force` with these inputs plans what they still need"
+    )
 
 
 def _refusal_text(action: Refuse, strategy_id: str) -> str:
@@ -349,9 +375,13 @@ def _start(
 def _new_run(
     request: RunRequest, services: RunServices, run_id: uuid.UUID, as_of: date, action: NewRun
 ) -> RunResult:
-    spec = request.spec
-    info = _start(spec, services, run_id, as_of, action.generation)
-    run = ActiveRun(info, services, request.execution)
+    info = _start(request.spec, services, run_id, as_of, action.generation)
+    with _naming(run_id):
+        return _carry_out_new(ActiveRun(info, services, request.execution), request.spec, action)
+
+
+def _carry_out_new(run: ActiveRun, spec: RunSpec, action: NewRun) -> RunResult:
+    run_id, services = run.run_id, run.services
     if action.abandon is not None:
         _abandon(run, action.abandon)
     try:
@@ -508,18 +538,31 @@ def resume_run(run_id: uuid.UUID, execution: Execution, services: RunServices) -
         return RunOutcome(run.resume(), "resumed", f"run {run_id} resumed")
 
 
-def sync_run(run_id: uuid.UUID, execution: Execution, services: RunServices) -> RunResult:
+@dataclass(frozen=True)
+class SyncOutcome:
+    """The run after a sync, and why any of its orders could not be settled."""
+
+    result: RunResult
+    orders: int
+    unsettled: list[str]  # "client_order_id: why", for each order the gateway did not answer
+
+
+def sync_run(run_id: uuid.UUID, execution: Execution, services: RunServices) -> SyncOutcome:
     """Refresh every order of a run from the gateway and re-derive its counts and status.
 
     Sync never sends: an order the gateway has never seen keeps its state (resume sends it).
-    A run still in progress keeps `running`.
+    A run still in progress keeps `running`. Orders the gateway could not be asked about keep
+    their records and are listed in the outcome.
     """
     info = _read_run(services, run_id)
     with _transaction(services, "reading the run") as session:
         rows = store.order_rows(session, [run_id])
+    settlement = Settlement(services, concurrency=execution.order_concurrency)
     if mode_of(info.dry_run).settles_with_gateway:
         services.progress(f"asking the gateway about {len(rows)} orders")
-        Settlement(services, concurrency=execution.order_concurrency).settle(rows)
+        settlement.settle(rows)
     refresh_run(services, run_id)
     with _transaction(services, "reading the run") as session:
-        return store.load_run(session, run_id)
+        result = store.load_run(session, run_id)
+    unsettled = [f"{row.client_order_id}: {exc}" for row, exc in settlement.unsettled]
+    return SyncOutcome(result, len(rows), unsettled)

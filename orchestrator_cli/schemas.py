@@ -409,6 +409,13 @@ class RunSummary(BaseModel):
     num_orders_blocked: int = 0
     num_orders_unknown: int = 0
     gateway_mode: str | None = None
+    # What the run used: its universe size, capital, cap and price source.
+    num_symbols: int | None = None
+    capital: MoneyOut | None = None
+    max_position_size: MoneyOut | None = None
+    price_source: str | None = None
+    # A resumed run: seconds since it first started (duration_seconds is the resume's own).
+    elapsed_seconds: float | None = None
 
 
 class RunResult(RunSummary):

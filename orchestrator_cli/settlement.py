@@ -32,6 +32,8 @@ class Settlement:
     def __init__(self, services: RunServices, *, concurrency: int) -> None:
         self._services = services
         self._concurrency = concurrency
+        # Orders the gateway could not be asked about, with why: their records stay as they were.
+        self.unsettled: list[tuple[store.OrderRow, ServiceError]] = []
 
     def settle(self, rows: Sequence[store.OrderRow]) -> list[store.OrderRow]:
         """Ask the gateway about each order; record what it has, return those it never saw."""
@@ -51,6 +53,7 @@ class Settlement:
             for row, answer in zip(rows, pool.map(look_up, rows), strict=True):
                 if isinstance(answer, ServiceError):
                     logger.warning("could not settle %s: %s", row.client_order_id, answer)
+                    self.unsettled.append((row, answer))
                 elif answer is None:
                     never_arrived.append(row)
                 else:

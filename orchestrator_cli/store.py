@@ -253,13 +253,16 @@ def finish_run(
         raise ValueError(f"unknown run status {status!r}")
     row = _run_row(session, run_id)
     counts = outcome_counts(session, run_id)
-    elapsed = (completed_at - row.started_at) / timedelta(microseconds=1)
     row.status = status
     row.error_message = error_message
     row.completed_at = completed_at
-    row.duration_seconds = (Decimal(elapsed) / 1_000_000).quantize(_MILLISECOND)
+    row.duration_seconds = _seconds(completed_at - (row.resumed_at or row.started_at))
     _store_counts(row, counts)
     session.flush()
+
+
+def _seconds(delta: timedelta) -> Decimal:
+    return (Decimal(delta / timedelta(microseconds=1)) / 1_000_000).quantize(_MILLISECOND)
 
 
 def _store_counts(row: OrchestrationRun, counts: OutcomeCounts) -> None:
@@ -295,11 +298,12 @@ def record_order_detail(
     session.flush()
 
 
-def reopen_run(session: Session, run_id: uuid.UUID) -> None:
-    """Mark a run `running` again (it is being resumed)."""
+def reopen_run(session: Session, run_id: uuid.UUID, *, at: datetime) -> None:
+    """Mark a run `running` again (it is being resumed at `at`)."""
     row = _run_row(session, run_id)
     row.status = "running"
     row.completed_at = None
+    row.resumed_at = at
     session.flush()
 
 
@@ -443,6 +447,15 @@ def _summary_fields(row: OrchestrationRun) -> dict[str, Any]:
         "error_message": row.error_message,
         "started_at": row.started_at,
         "gateway_mode": row.gateway_mode,
+        "capital": row.capital,
+        "max_position_size": row.max_position_size,
+        "num_symbols": len(row.symbols),
+        "price_source": row.price_source,
+        "elapsed_seconds": (
+            float(_seconds(row.completed_at - row.started_at))
+            if row.resumed_at is not None and row.completed_at is not None
+            else None
+        ),
     }
 
 

@@ -224,3 +224,55 @@ def test_runs_sync_and_resume_on_a_finished_run(sandbox: Sandbox) -> None:
     assert resumed.exit_code == 0, resumed.output
     assert "completed" in resumed.stdout
     assert sandbox.state.orders_created() == run["num_orders_submitted"]
+
+
+def test_text_that_looks_like_markup_is_printed_as_written(env: Path) -> None:
+    result = invoke("runs", "show", "[/red]")
+    assert result.exit_code == 4, result.output
+    assert "'[/red]' is not a run id" in result.stderr
+
+
+def test_a_misspelt_setting_in_env_file_is_named_with_the_nearest_one(env: Path) -> None:
+    (env / ".env").write_text("CAPTIAL=50000\nSOMETHING_ELSE=1\n")
+    result = invoke("runs", "list")
+    assert result.exit_code == 0, result.output
+    assert "'CAPTIAL' is not a setting and is ignored; did you mean CAPITAL?" in result.stderr
+    assert "SOMETHING_ELSE" not in result.stderr  # other programs' variables are left alone
+
+
+def test_already_completed_names_what_differs_and_the_way_to_apply_it(sandbox: Sandbox) -> None:
+    first = invoke("run", "--symbols", "AAPL,MSFT,GOOGL")
+    assert first.exit_code == 0, first.output
+    again = invoke("run", "--symbols", "AAPL,MSFT,GOOGL", "--capital", "50000")
+    assert again.exit_code == 0, again.output
+    assert "already completed with other inputs (capital 100000.00)" in again.stdout
+    assert "`orch run --force` with these inputs" in again.stdout
+
+
+def test_sync_that_cannot_reach_the_gateway_exits_1_and_says_what(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done = invoke("run", "--symbols", "AAPL,MSFT,GOOGL", "--json")
+    assert done.exit_code == 0, done.output
+    run_id = json.loads(done.stdout)["run_id"]
+    monkeypatch.setenv("EXECUTION_GATEWAY_URL", "http://127.0.0.1:9")  # nothing listens
+    monkeypatch.setenv("HTTP_MAX_ATTEMPTS", "1")
+    synced = invoke("runs", "sync", run_id)
+    assert synced.exit_code == 1, synced.output
+    orders = sum(1 for m in json.loads(done.stdout)["mappings"] if m["client_order_id"])
+    assert f"could not settle {orders} of {orders} orders" in synced.stderr
+    assert f"`orch runs sync {run_id}` again" in synced.stderr
+
+
+def test_the_summary_and_the_run_show_what_it_ran_with(sandbox: Sandbox) -> None:
+    result = invoke("run", "--symbols", "AAPL,MSFT,GOOGL", "--json")
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.stdout)
+    assert (run["num_symbols"], run["capital"], run["max_position_size"]) == (
+        3,
+        "100000.00",
+        "20000.00",
+    )
+    assert run["price_source"] == "alpaca"
+    shown = invoke("runs", "show", run["run_id"])
+    assert "3 symbols, capital $100,000.00, cap $20,000.00, prices alpaca" in shown.stdout

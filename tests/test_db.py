@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -58,3 +59,18 @@ def test_sqlite_file_under_a_regular_file_is_a_database_error(tmp_path):
     (tmp_path / "plain").write_text("")
     with pytest.raises(DatabaseError, match="cannot create the directory of sqlite:///"):
         db.make_engine(f"sqlite:///{tmp_path}/plain/orch.db")
+
+
+@pytest.mark.e2e
+def test_processes_opening_a_new_sqlite_database_at_once_all_succeed(tmp_path) -> None:
+    """Two strategies' cron entries at 09:31 on a new machine: creation is serialised."""
+    from harness import Orch, orch_environ
+
+    for round_ in range(4):
+        database = f"sqlite:///{tmp_path}/round{round_}/orch.db"
+        orch = Orch(tmp_path, orch_environ(tmp_path, DATABASE_URL=database))
+        processes = [orch.start("runs", "list", "--json") for _ in range(3)]
+        answers = [process.communicate(timeout=120) for process in processes]
+        for process, (stdout, stderr) in zip(processes, answers, strict=True):
+            assert process.returncode == 0, stderr
+            assert json.loads(stdout)["runs"] == []

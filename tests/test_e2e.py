@@ -17,7 +17,7 @@ from harness import SETTINGS_VARIABLES, Orch, orch_environ
 from sqlalchemy import select, text
 
 from orchestrator_cli import db
-from orchestrator_cli.models import SignalOrderMapping
+from orchestrator_cli.models import OrchestrationRun, SignalOrderMapping
 from orchestrator_cli.sandbox import Sandbox, SandboxFaults
 
 pytestmark = pytest.mark.e2e
@@ -439,6 +439,8 @@ def test_sigterm_stops_sending_releases_the_lock_and_the_run_resumes(
     try:
         with engine.connect() as connection:
             assert connection.scalars(select(RunLockRow.run_id)).all() == []  # released at once
+            (run_id,) = connection.scalars(select(OrchestrationRun.run_id)).all()
+        assert f"`orch runs resume {run_id}` settles and finishes the run" in stderr
     finally:
         engine.dispose()
 

@@ -67,7 +67,7 @@ def runs_list_text(page: RunPage, *, width: int = WIDTH) -> str:
 
 def summary_text(run: RunSummary) -> str:
     """The summary line alone, as printed for a day whose run already completed."""
-    return console_text(lambda console: console.print(render.summary_line(run), highlight=False))
+    return console_text(lambda console: render.print_summary(console, run))
 
 
 def row(
@@ -392,26 +392,23 @@ def test_completed_run() -> None:
     assert run_text(completed_run()) == expected(
         """
         Run 5d0c7c4e-8a2b-4f1e-9c3d-7b6a5e4f3a21
-        ┏━━━━━━━━┳━━━━━━┳━━━━━━━━━┳━━━━━━━━┳━━━━━━┳━━━━━━━━┳━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━┓
-        ┃        ┃      ┃         ┃        ┃      ┃        ┃                   ┃                       ┃ Client order id /     ┃
-        ┃ Symbol ┃ Rank ┃  Weight ┃  Price ┃ Held ┃ Target ┃             Order ┃ Status                ┃ detail                ┃
-        ┡━━━━━━━━╇━━━━━━╇━━━━━━━━━╇━━━━━━━━╇━━━━━━╇━━━━━━━━╇━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━┩
-        │ AAPL   │    1 │ +0.2500 │ 190.00 │    0 │    131 │           buy 131 │ filled                │ 8f14e45fceea167a5a36… │
-        │ MSFT   │    2 │ +0.2000 │ 420.50 │   60 │     47 │           sell 13 │ accepted              │ c9f0f895fb98ab9159f5… │
-        │ GME    │    3 │ +0.1500 │  22.40 │    0 │    669 │                 - │ skip:                 │ symbol is on          │
-        │        │      │         │        │      │        │                   │ restricted_symbol     │ RESTRICTED_SYMBOLS    │
-        │ NVDA   │    4 │ +0.1000 │ 120.00 │   83 │     83 │                 - │ skip:                 │                       │
-        │        │      │         │        │      │        │                   │ already_at_target     │                       │
-        │ INTC   │    5 │ +0.0010 │  22.00 │    0 │      4 │                 - │ skip: below_min_trade │ rebalance of $88.00   │
-        │        │      │         │        │      │        │                   │                       │ is below the minimum  │
-        │        │      │         │        │      │        │                   │                       │ trade of $100.00      │
-        │ GOOGL  │    6 │ +0.0000 │ 170.00 │    0 │      0 │                 - │ skip: zero_weight     │                       │
-        │ TSLA   │    7 │ -0.1000 │ 250.00 │   10 │    -40 │           sell 10 │ filled                │ 45c48cce2e2d7fbdea1a… │
-        │ TSLA   │    7 │ -0.1000 │ 250.00 │   10 │    -40 │ sell 40 (2nd leg) │ accepted              │ d3d9446802a44259755d… │
-        └────────┴──────┴─────────┴────────┴──────┴────────┴───────────────────┴───────────────────────┴───────────────────────┘
+        ┏━━━━━━━━┳━━━━━━━━━┳━━━━━━━━┳━━━━━━┳━━━━━━━━┳━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓
+        ┃ Symbol ┃  Weight ┃  Price ┃ Held ┃ Target ┃             Order ┃ Status                  ┃ Detail                     ┃
+        ┡━━━━━━━━╇━━━━━━━━━╇━━━━━━━━╇━━━━━━╇━━━━━━━━╇━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━┩
+        │ AAPL   │ +0.2500 │ 190.00 │    0 │    131 │           buy 131 │ filled                  │                            │
+        │ MSFT   │ +0.2000 │ 420.50 │   60 │     47 │           sell 13 │ accepted                │                            │
+        │ GME    │ +0.1500 │  22.40 │    0 │    669 │                 - │ skip: restricted_symbol │ symbol is on               │
+        │        │         │        │      │        │                   │                         │ RESTRICTED_SYMBOLS         │
+        │ NVDA   │ +0.1000 │ 120.00 │   83 │     83 │                 - │ skip: already_at_target │                            │
+        │ INTC   │ +0.0010 │  22.00 │    0 │      4 │                 - │ skip: below_min_trade   │ rebalance of $88.00 is     │
+        │        │         │        │      │        │                   │                         │ below the minimum trade of │
+        │        │         │        │      │        │                   │                         │ $100.00                    │
+        │ GOOGL  │ +0.0000 │ 170.00 │    0 │      0 │                 - │ skip: zero_weight       │                            │
+        │ TSLA   │ -0.1000 │ 250.00 │   10 │    -40 │           sell 10 │ filled                  │                            │
+        │ TSLA   │ -0.1000 │ 250.00 │   10 │    -40 │ sell 40 (2nd leg) │ accepted                │                            │
+        └────────┴─────────┴────────┴──────┴────────┴───────────────────┴─────────────────────────┴────────────────────────────┘
         limits: max_order_notional=30000, max_gross_exposure=2, restricted_symbols=GME, min_trade_dollars=100
-        completed run 5d0c7c4e-8a2b-4f1e-9c3d-7b6a5e4f3a21 alpha_baseline 2024-12-31 (gateway: paper): 8 signals, 4 orders
-        submitted, 4 accepted, 0 rejected in 2.35s
+        completed run 5d0c7c4e-8a2b-4f1e-9c3d-7b6a5e4f3a21 alpha_baseline 2024-12-31 (gateway: paper): 8 signals, 4 orders submitted, 4 accepted, 0 rejected in 2.35s
         """
     )
 
@@ -420,34 +417,27 @@ def test_partial_run_shows_why_each_order_was_not_accepted() -> None:
     assert run_text(partial_run()) == expected(
         """
         Run e2a41f07-6c3b-4d8e-a915-0b7c2d4e6f81
-        ┏━━━━━━━━┳━━━━━━┳━━━━━━━━━┳━━━━━━━━┳━━━━━━┳━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓
-        ┃ Symbol ┃ Rank ┃  Weight ┃  Price ┃ Held ┃ Target ┃   Order ┃ Status                  ┃ Client order id / detail      ┃
-        ┡━━━━━━━━╇━━━━━━╇━━━━━━━━━╇━━━━━━━━╇━━━━━━╇━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┩
-        │ AAPL   │    1 │ +0.2500 │ 190.00 │    0 │    131 │ buy 131 │ new                     │ 8f14e45fceea167a5a36dedd      │
-        │ MSFT   │    2 │ +0.2000 │ 420.50 │    0 │     47 │  buy 47 │ rejected                │ c9f0f895fb98ab9159f51fd0      │
-        │        │      │         │        │      │        │         │                         │ Position limit exceeded       │
-        │ NVDA   │    3 │ +0.1500 │ 120.00 │    0 │    125 │ buy 125 │ unknown                 │ 6512bd43d9caa6e02c990b0a no   │
-        │        │      │         │        │      │        │         │                         │ answer from the Execution     │
-        │        │      │         │        │      │        │         │                         │ Gateway (timed out) after 3   │
-        │        │      │         │        │      │        │         │                         │ attempts; the order may       │
-        │        │      │         │        │      │        │         │                         │ exist: settle it with GET     │
-        │        │      │         │        │      │        │         │                         │ /api/v1/orders/6512bd43d9caa… │
-        │ TSLA   │    4 │ +0.1000 │ 250.00 │    0 │     40 │  buy 40 │ blocked_kill_switch     │ c20ad4d76fe97759aa27a0c9      │
-        │        │      │         │        │      │        │         │                         │ Kill-switch engaged - new     │
-        │        │      │         │        │      │        │         │                         │ orders blocked                │
-        │ AMD    │    5 │ +0.0500 │ 160.00 │    0 │     31 │  buy 31 │ not_sent                │ c51ce410c124a10e0db5e4b9 not  │
-        │        │      │         │        │      │        │         │                         │ sent: Kill-switch engaged -   │
-        │        │      │         │        │      │        │         │                         │ new orders blocked            │
-        │ AMZN   │    6 │ +0.0500 │      - │    0 │      - │       - │ skip: price_unavailable │ latest quote: stale: 75s old, │
-        │        │      │         │        │      │        │         │                         │ limit 60s; latest trade:      │
-        │        │      │         │        │      │        │         │                         │ stale: 80s old, limit 60s     │
-        │ META   │    7 │ +0.0000 │ 500.00 │    0 │      0 │       - │ skip: long_only         │ long-only: short signal       │
-        │        │      │         │        │      │        │         │                         │ (weight -0.05) treated as 0   │
-        └────────┴──────┴─────────┴────────┴──────┴────────┴─────────┴─────────────────────────┴───────────────────────────────┘
+        ┏━━━━━━━━┳━━━━━━━━━┳━━━━━━━━┳━━━━━━┳━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓
+        ┃ Symbol ┃  Weight ┃  Price ┃ Held ┃ Target ┃   Order ┃ Status                  ┃ Detail                               ┃
+        ┡━━━━━━━━╇━━━━━━━━━╇━━━━━━━━╇━━━━━━╇━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┩
+        │ AAPL   │ +0.2500 │ 190.00 │    0 │    131 │ buy 131 │ new                     │                                      │
+        │ MSFT   │ +0.2000 │ 420.50 │    0 │     47 │  buy 47 │ rejected                │ Position limit exceeded              │
+        │ NVDA   │ +0.1500 │ 120.00 │    0 │    125 │ buy 125 │ unknown                 │ no answer from the Execution Gateway │
+        │        │         │        │      │        │         │                         │ (timed out) after 3 attempts; the    │
+        │        │         │        │      │        │         │                         │ order may exist: settle it with GET  │
+        │        │         │        │      │        │         │                         │ /api/v1/orders/6512bd43d9caa6e02c99… │
+        │ TSLA   │ +0.1000 │ 250.00 │    0 │     40 │  buy 40 │ blocked_kill_switch     │ Kill-switch engaged - new orders     │
+        │        │         │        │      │        │         │                         │ blocked                              │
+        │ AMD    │ +0.0500 │ 160.00 │    0 │     31 │  buy 31 │ not_sent                │ not sent: Kill-switch engaged - new  │
+        │        │         │        │      │        │         │                         │ orders blocked                       │
+        │ AMZN   │ +0.0500 │      - │    0 │      - │       - │ skip: price_unavailable │ latest quote: stale: 75s old, limit  │
+        │        │         │        │      │        │         │                         │ 60s; latest trade: stale: 80s old,   │
+        │        │         │        │      │        │         │                         │ limit 60s                            │
+        │ META   │ +0.0000 │ 500.00 │    0 │      0 │       - │ skip: long_only         │ long-only: short signal (weight      │
+        │        │         │        │      │        │         │                         │ -0.05) treated as 0                  │
+        └────────┴─────────┴────────┴──────┴────────┴─────────┴─────────────────────────┴──────────────────────────────────────┘
         limits: long_only
-        partial run e2a41f07-6c3b-4d8e-a915-0b7c2d4e6f81 alpha_baseline 2024-12-31 (gateway: paper): 7 signals, 4 orders
-        submitted, 1 accepted, 1 rejected, 1 blocked, 1 unknown in 4.50s - 1 rejected, 1 blocked, 1 of unknown outcome, 1 not
-        sent, 1 without a usable price; `orch runs resume e2a41f07-6c3b-4d8e-a915-0b7c2d4e6f81` settles and sends what is left
+        partial run e2a41f07-6c3b-4d8e-a915-0b7c2d4e6f81 alpha_baseline 2024-12-31 (gateway: paper): 7 signals, 4 orders submitted, 1 accepted, 1 rejected, 1 blocked, 1 unknown in 4.50s - 1 rejected, 1 blocked, 1 of unknown outcome, 1 not sent, 1 without a usable price; `orch runs resume e2a41f07-6c3b-4d8e-a915-0b7c2d4e6f81` settles and sends what is left
         """
     )
 
@@ -455,13 +445,7 @@ def test_partial_run_shows_why_each_order_was_not_accepted() -> None:
 def test_failed_run_without_signals() -> None:
     assert run_text(failed_run()) == expected(
         """
-        Run 9b3e2d1c-0a4f-4e5d-8c7b-6a5f4e3d2c1b
-        ┏━━━━━━━━┳━━━━━━┳━━━━━━━━┳━━━━━━━┳━━━━━━┳━━━━━━━━┳━━━━━━━┳━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━┓
-        ┃ Symbol ┃ Rank ┃ Weight ┃ Price ┃ Held ┃ Target ┃ Order ┃ Status ┃ Client order id / detail ┃
-        ┡━━━━━━━━╇━━━━━━╇━━━━━━━━╇━━━━━━━╇━━━━━━╇━━━━━━━━╇━━━━━━━╇━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━┩
-        └────────┴──────┴────────┴───────┴──────┴────────┴───────┴────────┴──────────────────────────┘
-        failed run 9b3e2d1c-0a4f-4e5d-8c7b-6a5f4e3d2c1b alpha_baseline 2024-12-31: 0 signals, 0 orders submitted, 0 accepted, 0
-        rejected in 30.00s - Signal Service answered HTTP 503 after 3 attempts
+        failed run 9b3e2d1c-0a4f-4e5d-8c7b-6a5f4e3d2c1b alpha_baseline 2024-12-31: 0 signals, 0 orders submitted, 0 accepted, 0 rejected in 30.00s - Signal Service answered HTTP 503 after 3 attempts
         """
     )
 
@@ -470,14 +454,13 @@ def test_dry_run() -> None:
     assert run_text(dry_run()) == expected(
         """
         Run 17c5a9e3-2d4b-4f6a-8e1c-3b5d7f9a1c2e
-        ┏━━━━━━━━┳━━━━━━┳━━━━━━━━━┳━━━━━━━━┳━━━━━━┳━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━┓
-        ┃ Symbol ┃ Rank ┃  Weight ┃  Price ┃ Held ┃ Target ┃   Order ┃ Status  ┃ Client order id / detail ┃
-        ┡━━━━━━━━╇━━━━━━╇━━━━━━━━━╇━━━━━━━━╇━━━━━━╇━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━┩
-        │ AAPL   │    1 │ +0.2500 │ 190.00 │    0 │    131 │ buy 131 │ planned │ 8f14e45fceea167a5a36dedd │
-        │ TSLA   │    2 │ -0.1000 │ 250.00 │    0 │    -40 │ sell 40 │ planned │ d3d9446802a44259755d38e6 │
-        └────────┴──────┴─────────┴────────┴──────┴────────┴─────────┴─────────┴──────────────────────────┘
-        completed run 17c5a9e3-2d4b-4f6a-8e1c-3b5d7f9a1c2e alpha_baseline 2024-12-31 (dry run: nothing sent): 2 signals, 0
-        orders submitted, 0 accepted, 0 rejected in 0.80s
+        ┏━━━━━━━━┳━━━━━━━━━┳━━━━━━━━┳━━━━━━┳━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━┓
+        ┃ Symbol ┃  Weight ┃  Price ┃ Held ┃ Target ┃   Order ┃ Status  ┃ Detail ┃
+        ┡━━━━━━━━╇━━━━━━━━━╇━━━━━━━━╇━━━━━━╇━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━┩
+        │ AAPL   │ +0.2500 │ 190.00 │    0 │    131 │ buy 131 │ planned │        │
+        │ TSLA   │ -0.1000 │ 250.00 │    0 │    -40 │ sell 40 │ planned │        │
+        └────────┴─────────┴────────┴──────┴────────┴─────────┴─────────┴────────┘
+        completed run 17c5a9e3-2d4b-4f6a-8e1c-3b5d7f9a1c2e alpha_baseline 2024-12-31 (dry run: nothing sent): 2 signals, 0 orders submitted, 0 accepted, 0 rejected in 0.80s
         """
     )
 
@@ -522,17 +505,15 @@ def test_fractional_and_missing_quantities() -> None:
     assert run_text(result) == expected(
         """
         Run a0b1c2d3-e4f5-4a6b-9c8d-7e6f5a4b3c2d
-        ┏━━━━━━━━┳━━━━━━┳━━━━━━━━━┳━━━━━━━━┳━━━━━━━┳━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓
-        ┃ Symbol ┃ Rank ┃  Weight ┃  Price ┃  Held ┃ Target ┃    Order ┃ Status                  ┃ Client order id / detail    ┃
-        ┡━━━━━━━━╇━━━━━━╇━━━━━━━━━╇━━━━━━━━╇━━━━━━━╇━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┩
-        │ SIRI   │    1 │ +0.1000 │ 3.4567 │ 12.75 │   2892 │ buy 2879 │ partially_filled        │ aab3238922bcc25a6f606eb5    │
-        │ QQQ    │    2 │ +0.0500 │ 480.00 │    10 │     10 │        - │ skip: already_at_target │                             │
-        │ V      │    3 │ +0.0500 │      - │  0.25 │      - │        - │ skip: price_unavailable │ not known to the            │
-        │        │      │         │        │       │        │          │                         │ market-data API             │
-        │ JPM    │    - │       - │ 200.00 │  -3.5 │      - │        - │ -                       │                             │
-        └────────┴──────┴─────────┴────────┴───────┴────────┴──────────┴─────────────────────────┴─────────────────────────────┘
-        partial run a0b1c2d3-e4f5-4a6b-9c8d-7e6f5a4b3c2d alpha_baseline 2024-12-31: 4 signals, 1 order submitted, 0 accepted, 0
-        rejected in 1.50s
+        ┏━━━━━━━━┳━━━━━━━━━┳━━━━━━━━┳━━━━━━━┳━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓
+        ┃ Symbol ┃  Weight ┃  Price ┃  Held ┃ Target ┃    Order ┃ Status                  ┃ Detail                           ┃
+        ┡━━━━━━━━╇━━━━━━━━━╇━━━━━━━━╇━━━━━━━╇━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┩
+        │ SIRI   │ +0.1000 │ 3.4567 │ 12.75 │   2892 │ buy 2879 │ partially_filled        │                                  │
+        │ QQQ    │ +0.0500 │ 480.00 │    10 │     10 │        - │ skip: already_at_target │                                  │
+        │ V      │ +0.0500 │      - │  0.25 │      - │        - │ skip: price_unavailable │ not known to the market-data API │
+        │ JPM    │       - │ 200.00 │  -3.5 │      - │        - │ -                       │                                  │
+        └────────┴─────────┴────────┴───────┴────────┴──────────┴─────────────────────────┴──────────────────────────────────┘
+        partial run a0b1c2d3-e4f5-4a6b-9c8d-7e6f5a4b3c2d alpha_baseline 2024-12-31: 4 signals, 1 order submitted, 0 accepted, 0 rejected in 1.50s
         """
     )
 
@@ -541,44 +522,25 @@ def test_mapping_table_at_80_columns() -> None:
     assert run_text(completed_run(), width=NARROW) == expected(
         """
         Run 5d0c7c4e-8a2b-4f1e-9c3d-7b6a5e4f3a21
-        ┏━━━━━━━━┳━━━━━━┳━━━━━━━━━┳━━━━━━━━┳━━━━━━┳━━━━━━━━┳━━━━━━━━┳━━━━━━━━━┳━━━━━━━━┓
-        ┃        ┃      ┃         ┃        ┃      ┃        ┃        ┃         ┃ Client ┃
-        ┃        ┃      ┃         ┃        ┃      ┃        ┃        ┃         ┃ order  ┃
-        ┃        ┃      ┃         ┃        ┃      ┃        ┃        ┃         ┃ id /   ┃
-        ┃ Symbol ┃ Rank ┃  Weight ┃  Price ┃ Held ┃ Target ┃  Order ┃ Status  ┃ detail ┃
-        ┡━━━━━━━━╇━━━━━━╇━━━━━━━━━╇━━━━━━━━╇━━━━━━╇━━━━━━━━╇━━━━━━━━╇━━━━━━━━━╇━━━━━━━━┩
-        │ AAPL   │    1 │ +0.2500 │ 190.00 │    0 │    131 │    buy │ filled  │ 8f14e… │
-        │        │      │         │        │      │        │    131 │         │        │
-        │ MSFT   │    2 │ +0.2000 │ 420.50 │   60 │     47 │   sell │ accept… │ c9f0f… │
-        │        │      │         │        │      │        │     13 │         │        │
-        │ GME    │    3 │ +0.1500 │  22.40 │    0 │    669 │      - │ skip:   │ symbol │
-        │        │      │         │        │      │        │        │ restri… │ is on  │
-        │        │      │         │        │      │        │        │         │ RESTR… │
-        │ NVDA   │    4 │ +0.1000 │ 120.00 │   83 │     83 │      - │ skip:   │        │
-        │        │      │         │        │      │        │        │ alread… │        │
-        │ INTC   │    5 │ +0.0010 │  22.00 │    0 │      4 │      - │ skip:   │ rebal… │
-        │        │      │         │        │      │        │        │ below_… │ of     │
-        │        │      │         │        │      │        │        │         │ $88.00 │
-        │        │      │         │        │      │        │        │         │ is     │
-        │        │      │         │        │      │        │        │         │ below  │
-        │        │      │         │        │      │        │        │         │ the    │
-        │        │      │         │        │      │        │        │         │ minim… │
-        │        │      │         │        │      │        │        │         │ trade  │
-        │        │      │         │        │      │        │        │         │ of     │
-        │        │      │         │        │      │        │        │         │ $100.… │
-        │ GOOGL  │    6 │ +0.0000 │ 170.00 │    0 │      0 │      - │ skip:   │        │
-        │        │      │         │        │      │        │        │ zero_w… │        │
-        │ TSLA   │    7 │ -0.1000 │ 250.00 │   10 │    -40 │   sell │ filled  │ 45c48… │
-        │        │      │         │        │      │        │     10 │         │        │
-        │ TSLA   │    7 │ -0.1000 │ 250.00 │   10 │    -40 │   sell │ accept… │ d3d94… │
-        │        │      │         │        │      │        │     40 │         │        │
-        │        │      │         │        │      │        │   (2nd │         │        │
-        │        │      │         │        │      │        │   leg) │         │        │
-        └────────┴──────┴─────────┴────────┴──────┴────────┴────────┴─────────┴────────┘
+        ┏━━━━━━━━┳━━━━━━━━━┳━━━━━━━━┳━━━━━━┳━━━━━━━━┳━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━┓
+        ┃ Symbol ┃  Weight ┃  Price ┃ Held ┃ Target ┃           Order ┃ Status         ┃
+        ┡━━━━━━━━╇━━━━━━━━━╇━━━━━━━━╇━━━━━━╇━━━━━━━━╇━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━┩
+        │ AAPL   │ +0.2500 │ 190.00 │    0 │    131 │         buy 131 │ filled         │
+        │ MSFT   │ +0.2000 │ 420.50 │   60 │     47 │         sell 13 │ accepted       │
+        │ GME    │ +0.1500 │  22.40 │    0 │    669 │               - │ restricted     │
+        │        │         │        │      │        │                 │ symbol         │
+        │ NVDA   │ +0.1000 │ 120.00 │   83 │     83 │               - │ already at     │
+        │        │         │        │      │        │                 │ target         │
+        │ INTC   │ +0.0010 │  22.00 │    0 │      4 │               - │ below min      │
+        │        │         │        │      │        │                 │ trade          │
+        │ GOOGL  │ +0.0000 │ 170.00 │    0 │      0 │               - │ zero weight    │
+        │ TSLA   │ -0.1000 │ 250.00 │   10 │    -40 │         sell 10 │ filled         │
+        │ TSLA   │ -0.1000 │ 250.00 │   10 │    -40 │    sell 40 (2nd │ accepted       │
+        │        │         │        │      │        │            leg) │                │
+        └────────┴─────────┴────────┴──────┴────────┴─────────────────┴────────────────┘
         limits: max_order_notional=30000, max_gross_exposure=2, restricted_symbols=GME,
         min_trade_dollars=100
-        completed run 5d0c7c4e-8a2b-4f1e-9c3d-7b6a5e4f3a21 alpha_baseline 2024-12-31
-        (gateway: paper): 8 signals, 4 orders submitted, 4 accepted, 0 rejected in 2.35s
+        completed run 5d0c7c4e-8a2b-4f1e-9c3d-7b6a5e4f3a21 alpha_baseline 2024-12-31 (gateway: paper): 8 signals, 4 orders submitted, 4 accepted, 0 rejected in 2.35s
         """
     )
 
@@ -627,41 +589,35 @@ RUNNING = RunSummary(
         pytest.param(
             completed_run(),
             """
-            completed run 5d0c7c4e-8a2b-4f1e-9c3d-7b6a5e4f3a21 alpha_baseline 2024-12-31 (gateway: paper): 8 signals, 4 orders
-            submitted, 4 accepted, 0 rejected in 2.35s
+            completed run 5d0c7c4e-8a2b-4f1e-9c3d-7b6a5e4f3a21 alpha_baseline 2024-12-31 (gateway: paper): 8 signals, 4 orders submitted, 4 accepted, 0 rejected in 2.35s
             """,
             id="completed",
         ),
         pytest.param(
             partial_run(),
             """
-            partial run e2a41f07-6c3b-4d8e-a915-0b7c2d4e6f81 alpha_baseline 2024-12-31 (gateway: paper): 7 signals, 4 orders
-            submitted, 1 accepted, 1 rejected, 1 blocked, 1 unknown in 4.50s - 1 rejected, 1 blocked, 1 of unknown outcome, 1 not
-            sent, 1 without a usable price; `orch runs resume e2a41f07-6c3b-4d8e-a915-0b7c2d4e6f81` settles and sends what is left
+            partial run e2a41f07-6c3b-4d8e-a915-0b7c2d4e6f81 alpha_baseline 2024-12-31 (gateway: paper): 7 signals, 4 orders submitted, 1 accepted, 1 rejected, 1 blocked, 1 unknown in 4.50s - 1 rejected, 1 blocked, 1 of unknown outcome, 1 not sent, 1 without a usable price; `orch runs resume e2a41f07-6c3b-4d8e-a915-0b7c2d4e6f81` settles and sends what is left
             """,
             id="partial",
         ),
         pytest.param(
             failed_run(),
             """
-            failed run 9b3e2d1c-0a4f-4e5d-8c7b-6a5f4e3d2c1b alpha_baseline 2024-12-31: 0 signals, 0 orders submitted, 0 accepted, 0
-            rejected in 30.00s - Signal Service answered HTTP 503 after 3 attempts
+            failed run 9b3e2d1c-0a4f-4e5d-8c7b-6a5f4e3d2c1b alpha_baseline 2024-12-31: 0 signals, 0 orders submitted, 0 accepted, 0 rejected in 30.00s - Signal Service answered HTTP 503 after 3 attempts
             """,
             id="failed",
         ),
         pytest.param(
             RUNNING,
             """
-            running run 17c5a9e3-2d4b-4f6a-8e1c-3b5d7f9a1c2e alpha_baseline 2024-12-31 (gateway: dry_run): 3 signals, 1 order
-            submitted, 0 accepted, 0 rejected
+            running run 17c5a9e3-2d4b-4f6a-8e1c-3b5d7f9a1c2e alpha_baseline 2024-12-31 (gateway: dry_run): 3 signals, 1 order submitted, 0 accepted, 0 rejected
             """,
             id="running",
         ),
         pytest.param(
             dry_run(),
             """
-            completed run 17c5a9e3-2d4b-4f6a-8e1c-3b5d7f9a1c2e alpha_baseline 2024-12-31 (dry run: nothing sent): 2 signals, 0
-            orders submitted, 0 accepted, 0 rejected in 0.80s
+            completed run 17c5a9e3-2d4b-4f6a-8e1c-3b5d7f9a1c2e alpha_baseline 2024-12-31 (dry run: nothing sent): 2 signals, 0 orders submitted, 0 accepted, 0 rejected in 0.80s
             """,
             id="dry-run",
         ),
@@ -727,17 +683,14 @@ def test_runs_list() -> None:
     assert runs_list_text(PAGE) == expected(
         """
                                                              Runs 3-6 of 9
-        ┏━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━━━━━━┓
-        ┃ Run id         ┃ Strategy       ┃ Date       ┃ Status    ┃ Signals ┃ Submitted ┃ Accepted ┃ Rejected ┃ Started (UTC) ┃
-        ┡━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━━━━━━┩
-        │ 0b1c2d3e-4f50… │ alpha_baseline │ 2024-12-31 │ running   │ 12      │ 5         │ 5        │ 0        │ -             │
-        │ 3a7f9c2e-1b4d… │ alpha_baseline │ 2024-12-30 │ partial   │ 7       │ 4         │ 1        │ 1        │ 2024-12-30    │
-        │                │                │            │           │         │           │          │          │ 14:31:02      │
-        │ c4e6a8b0-d2f4… │ momentum_v2    │ 2024-12-27 │ completed │ 8       │ 4         │ 4        │ 0        │ 2024-12-27    │
-        │                │                │            │           │         │           │          │          │ 14:30:59      │
-        │ 71d3f5b7-9a1c… │ alpha_baseline │ 2024-12-26 │ failed    │ 0       │ 0         │ 0        │ 0        │ 2024-12-26    │
-        │                │                │            │           │         │           │          │          │ 09:05:00      │
-        └────────────────┴────────────────┴────────────┴───────────┴─────────┴───────────┴──────────┴──────────┴───────────────┘
+        ┏━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┳┳━━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━┓
+        ┃ Run id                             ┃┃ Date      ┃ Status  ┃ Signa… ┃ Submit… ┃ Accept… ┃ Rejec… ┃ Started (UTC)      ┃
+        ┡━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╇╇━━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━┩
+        │ 0b1c2d3e-4f50-4a6b-8c7d-8e9fa0b1c… ││ 2024-12-… │ running │ 12     │ 5       │ 5       │ 0      │ -                  │
+        │ 3a7f9c2e-1b4d-4e6f-8a0c-2d4f6b8e0… ││ 2024-12-… │ partial │ 7      │ 4       │ 1       │ 1      │ 2024-12-30 14:31:… │
+        │ c4e6a8b0-d2f4-4a6c-9e8b-0f2a4c6e8… ││ 2024-12-… │ comple… │ 8      │ 4       │ 4       │ 0      │ 2024-12-27 14:30:… │
+        │ 71d3f5b7-9a1c-4e3f-b5d7-f9a1c3e5b… ││ 2024-12-… │ failed  │ 0      │ 0       │ 0       │ 0      │ 2024-12-26 09:05:… │
+        └────────────────────────────────────┴┴───────────┴─────────┴────────┴─────────┴─────────┴────────┴────────────────────┘
         """
     )
 
@@ -759,17 +712,146 @@ def test_runs_list_at_80_columns() -> None:
     assert runs_list_text(PAGE, width=NARROW) == expected(
         """
                                          Runs 3-6 of 9
-        ┏━━━━━━━━┳━━━━━━━━┳━━━━━━━━┳━━━━━━━━┳━━━━━━━━┳━━━━━━━┳━━━━━━━━┳━━━━━━━┳━━━━━━━━┓
-        ┃        ┃        ┃        ┃        ┃        ┃       ┃        ┃       ┃ Start… ┃
-        ┃ Run id ┃ Strat… ┃ Date   ┃ Status ┃ Signa… ┃ Subm… ┃ Accep… ┃ Reje… ┃ (UTC)  ┃
-        ┡━━━━━━━━╇━━━━━━━━╇━━━━━━━━╇━━━━━━━━╇━━━━━━━━╇━━━━━━━╇━━━━━━━━╇━━━━━━━╇━━━━━━━━┩
-        │ 0b1c2… │ alpha… │ 2024-… │ runni… │ 12     │ 5     │ 5      │ 0     │ -      │
-        │ 3a7f9… │ alpha… │ 2024-… │ parti… │ 7      │ 4     │ 1      │ 1     │ 2024-… │
-        │        │        │        │        │        │       │        │       │ 14:31… │
-        │ c4e6a… │ momen… │ 2024-… │ compl… │ 8      │ 4     │ 4      │ 0     │ 2024-… │
-        │        │        │        │        │        │       │        │       │ 14:30… │
-        │ 71d3f… │ alpha… │ 2024-… │ failed │ 0      │ 0     │ 0      │ 0     │ 2024-… │
-        │        │        │        │        │        │       │        │       │ 09:05… │
-        └────────┴────────┴────────┴────────┴────────┴───────┴────────┴───────┴────────┘
+        ┏━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┳┳━━━━━┳━━━━━┳━━┳━━━━━┳━━━┳━━━━┳━━━━━━━━━━━━━━┓
+        ┃ Run id                         ┃┃ Da… ┃ St… ┃  ┃ Su… ┃ … ┃ R… ┃ Started (UT… ┃
+        ┡━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╇╇━━━━━╇━━━━━╇━━╇━━━━━╇━━━╇━━━━╇━━━━━━━━━━━━━━┩
+        │ 0b1c2d3e-4f50-4a6b-8c7d-8e9fa… ││ 20… │ ru… │  │ 5   │ 5 │ 0  │ -            │
+        │ 3a7f9c2e-1b4d-4e6f-8a0c-2d4f6… ││ 20… │ pa… │  │ 4   │ 1 │ 1  │ 2024-12-30 … │
+        │ c4e6a8b0-d2f4-4a6c-9e8b-0f2a4… ││ 20… │ co… │  │ 4   │ 4 │ 0  │ 2024-12-27 … │
+        │ 71d3f5b7-9a1c-4e3f-b5d7-f9a1c… ││ 20… │ fa… │  │ 0   │ 0 │ 0  │ 2024-12-26 … │
+        └────────────────────────────────┴┴─────┴─────┴──┴─────┴───┴────┴──────────────┘
         """
     )
+
+
+# --- what the field showed: cron-log width, outside text, refusals, inputs, resumes -------
+
+
+def test_completed_run_in_a_cron_log_shows_every_column() -> None:
+    assert run_text(completed_run(), width=180) == expected(
+        """
+        Run 5d0c7c4e-8a2b-4f1e-9c3d-7b6a5e4f3a21
+        ┏━━━━━━━━┳━━━━━━┳━━━━━━━━━┳━━━━━━━━┳━━━━━━┳━━━━━━━━┳━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓
+        ┃ Symbol ┃ Rank ┃  Weight ┃  Price ┃ Held ┃ Target ┃             Order ┃ Status                  ┃ Client order id          ┃ Detail                                               ┃
+        ┡━━━━━━━━╇━━━━━━╇━━━━━━━━━╇━━━━━━━━╇━━━━━━╇━━━━━━━━╇━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┩
+        │ AAPL   │    1 │ +0.2500 │ 190.00 │    0 │    131 │           buy 131 │ filled                  │ 8f14e45fceea167a5a36dedd │                                                      │
+        │ MSFT   │    2 │ +0.2000 │ 420.50 │   60 │     47 │           sell 13 │ accepted                │ c9f0f895fb98ab9159f51fd0 │                                                      │
+        │ GME    │    3 │ +0.1500 │  22.40 │    0 │    669 │                 - │ skip: restricted_symbol │                          │ symbol is on RESTRICTED_SYMBOLS                      │
+        │ NVDA   │    4 │ +0.1000 │ 120.00 │   83 │     83 │                 - │ skip: already_at_target │                          │                                                      │
+        │ INTC   │    5 │ +0.0010 │  22.00 │    0 │      4 │                 - │ skip: below_min_trade   │                          │ rebalance of $88.00 is below the minimum trade of    │
+        │        │      │         │        │      │        │                   │                         │                          │ $100.00                                              │
+        │ GOOGL  │    6 │ +0.0000 │ 170.00 │    0 │      0 │                 - │ skip: zero_weight       │                          │                                                      │
+        │ TSLA   │    7 │ -0.1000 │ 250.00 │   10 │    -40 │           sell 10 │ filled                  │ 45c48cce2e2d7fbdea1afc51 │                                                      │
+        │ TSLA   │    7 │ -0.1000 │ 250.00 │   10 │    -40 │ sell 40 (2nd leg) │ accepted                │ d3d9446802a44259755d38e6 │                                                      │
+        └────────┴──────┴─────────┴────────┴──────┴────────┴───────────────────┴─────────────────────────┴──────────────────────────┴──────────────────────────────────────────────────────┘
+        limits: max_order_notional=30000, max_gross_exposure=2, restricted_symbols=GME, min_trade_dollars=100
+        completed run 5d0c7c4e-8a2b-4f1e-9c3d-7b6a5e4f3a21 alpha_baseline 2024-12-31 (gateway: paper): 8 signals, 4 orders submitted, 4 accepted, 0 rejected in 2.35s
+        """
+    )
+
+
+HOSTILE = RunResult(
+    **summary(
+        PARTIAL_ID,
+        "failed",
+        strategy_id="alpha_baseline",
+        num_signals=1,
+        num_orders_submitted=1,
+        num_orders_rejected=1,
+        error_message="gateway said [/x] and [red]no[/red]",
+    ),
+    mappings=[
+        row(
+            "AAPL",
+            rank=1,
+            weight="0.5",
+            price="150",
+            target=133,
+            order=("buy", 133),
+            client_order_id="8f14e45fceea167a5a36dedd",
+            status="[bold]rejected[/bold]",
+            detail="Order rejected by fat-finger checks: [/x] notional",
+        ),
+    ],
+)
+
+
+def test_text_from_outside_is_printed_as_written() -> None:
+    assert run_text(HOSTILE) == expected(
+        """
+        Run e2a41f07-6c3b-4d8e-a915-0b7c2d4e6f81
+        ┏━━━━━━━━┳━━━━━━━━━┳━━━━━━━━┳━━━━━━┳━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓
+        ┃ Symbol ┃  Weight ┃  Price ┃ Held ┃ Target ┃   Order ┃ Status                ┃ Detail                                 ┃
+        ┡━━━━━━━━╇━━━━━━━━━╇━━━━━━━━╇━━━━━━╇━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┩
+        │ AAPL   │ +0.5000 │ 150.00 │    0 │    133 │ buy 133 │ [bold]rejected[/bold] │ Order rejected by fat-finger checks:   │
+        │        │         │        │      │        │         │                       │ [/x] notional                          │
+        └────────┴─────────┴────────┴──────┴────────┴─────────┴───────────────────────┴────────────────────────────────────────┘
+        failed run e2a41f07-6c3b-4d8e-a915-0b7c2d4e6f81 alpha_baseline 2024-12-31: 1 signal, 1 order submitted, 0 accepted, 1 rejected in 1.50s - gateway said [/x] and [red]no[/red]
+        """
+    )
+
+
+REFUSED_REASON = "pre-trade limit breached, no order was sent: MAX_ORDERS_PER_RUN: 2 > 1"
+REFUSED = RunResult(
+    **summary(FAILED_ID, "failed", num_signals=2, error_message=REFUSED_REASON),
+    mappings=[
+        row(
+            symbol,
+            rank=rank,
+            weight="0.5",
+            price="100",
+            target=100,
+            order=("buy", 100),
+            client_order_id=f"{rank:024d}",
+            status="not_sent",
+            detail=REFUSED_REASON,
+        )
+        for rank, symbol in enumerate(("AAPL", "MSFT"), start=1)
+    ],
+)
+
+
+def test_a_refused_plan_gives_its_reason_once() -> None:
+    text = run_text(REFUSED, width=180)
+    assert text.count("MAX_ORDERS_PER_RUN") == 1
+    assert text == expected(
+        """
+        Run 9b3e2d1c-0a4f-4e5d-8c7b-6a5f4e3d2c1b
+        ┏━━━━━━━━┳━━━━━━┳━━━━━━━━━┳━━━━━━━━┳━━━━━━┳━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━┓
+        ┃ Symbol ┃ Rank ┃  Weight ┃  Price ┃ Held ┃ Target ┃   Order ┃ Status   ┃ Client order id          ┃ Detail ┃
+        ┡━━━━━━━━╇━━━━━━╇━━━━━━━━━╇━━━━━━━━╇━━━━━━╇━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━┩
+        │ AAPL   │    1 │ +0.5000 │ 100.00 │    0 │    100 │ buy 100 │ not_sent │ 000000000000000000000001 │        │
+        │ MSFT   │    2 │ +0.5000 │ 100.00 │    0 │    100 │ buy 100 │ not_sent │ 000000000000000000000002 │        │
+        └────────┴──────┴─────────┴────────┴──────┴────────┴─────────┴──────────┴──────────────────────────┴────────┘
+        failed run 9b3e2d1c-0a4f-4e5d-8c7b-6a5f4e3d2c1b alpha_baseline 2024-12-31: 2 signals, 0 orders submitted, 0 accepted, 0 rejected in 1.50s - pre-trade limit breached, no order was sent: MAX_ORDERS_PER_RUN: 2 > 1
+        """
+    )
+
+
+RESUMED = RunSummary(
+    **summary(
+        COMPLETED_ID,
+        "completed",
+        num_signals=5,
+        num_orders_submitted=3,
+        num_orders_accepted=3,
+        duration_seconds=0.42,
+        elapsed_seconds=358.0,
+        num_symbols=5,
+        capital=Decimal("100000"),
+        max_position_size=Decimal("20000"),
+        price_source="alpaca",
+    )
+)
+
+
+def test_summary_line_of_a_resumed_run_names_its_inputs_and_both_times() -> None:
+    assert summary_text(RESUMED) == expected(
+        """
+        completed run 5d0c7c4e-8a2b-4f1e-9c3d-7b6a5e4f3a21 alpha_baseline 2024-12-31: 5 signals, 3 orders submitted, 3 accepted, 0 rejected in 0.42s (resumed; 358.00s since it started); 5 symbols, capital $100,000.00, cap $20,000.00, prices alpaca
+        """
+    )
+
+
+def test_summary_line_is_never_wrapped() -> None:
+    assert len(summary_text(partial_run()).splitlines()) == 1

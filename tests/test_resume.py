@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+import time
 import uuid
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from fakes import (
@@ -21,7 +26,7 @@ from fakes import (
 from sqlalchemy import select
 
 from orchestrator_cli.errors import ConfigError, RunInProgressError
-from orchestrator_cli.locking import LockHolder, holder_id, is_stale
+from orchestrator_cli.locking import LockHolder, database_now, holder_id, is_stale, pid_alive
 from orchestrator_cli.models import OrchestrationRun, RunLockRow, SignalOrderMapping
 from orchestrator_cli.runner import execute_run, resume_run, sync_run
 
@@ -41,16 +46,18 @@ def services(session_factory, gateway):
 
 
 def put_lock(session_factory, holder: str, heartbeat_age: timedelta, run_id=None) -> uuid.UUID:
+    """A lock row whose heartbeat is `heartbeat_age` old by the database's clock."""
     run_id = run_id or uuid.uuid4()
     with session_factory.begin() as session:
+        beat = database_now(session) - heartbeat_age
         session.add(
             RunLockRow(
                 strategy_id="alpha_baseline",
                 as_of_date=AS_OF,
                 run_id=run_id,
                 holder=holder,
-                acquired_at=NOW - heartbeat_age,
-                heartbeat_at=NOW - heartbeat_age,
+                acquired_at=beat,
+                heartbeat_at=beat,
             )
         )
     return run_id
@@ -124,13 +131,42 @@ def test_a_dead_holder_is_detected_and_taken_over(session_factory, holder, age):
 
 
 def test_is_stale_table():
-    lock = LockHolder(uuid.uuid4(), holder_id(), NOW, NOW)
-    assert not is_stale(lock, now=NOW, stale_after=timedelta(seconds=60))
-    assert is_stale(lock, now=NOW + timedelta(seconds=61), stale_after=timedelta(seconds=60))
+    minute = timedelta(seconds=60)
+    alive_here = LockHolder(uuid.uuid4(), holder_id(), NOW, NOW)
+    assert not is_stale(alive_here, now=NOW, stale_after=minute)
+    # A live process on this host is never stale, however old its heartbeat looks (a clock
+    # that jumped ahead, a heartbeat thread starved): taking its lock would re-send its orders.
+    assert not is_stale(alive_here, now=NOW + timedelta(days=1), stale_after=minute)
     gone = LockHolder(uuid.uuid4(), f"{socket.gethostname()}:999999", NOW, NOW)
-    assert is_stale(gone, now=NOW, stale_after=timedelta(seconds=60))
+    assert is_stale(gone, now=NOW, stale_after=minute)
     remote = LockHolder(uuid.uuid4(), "other-host:1", NOW, NOW)
-    assert not is_stale(remote, now=NOW, stale_after=timedelta(seconds=60))
+    assert not is_stale(remote, now=NOW, stale_after=minute)
+    assert is_stale(remote, now=NOW + timedelta(seconds=61), stale_after=minute)
+
+
+def test_a_killed_process_not_yet_reaped_is_not_alive():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert pid_alive(child.pid)
+        child.kill()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child never became a zombie"
+        assert not pid_alive(child.pid)  # killed, still unreaped: a zombie
+    finally:
+        child.wait()
+
+
+def test_a_lock_beat_with_a_clock_far_ahead_still_reads_as_fresh(session_factory):
+    """Heartbeats use the database's clock: the run's own clock (here 2024) plays no part."""
+    gateway = FakeGateway()
+    holder = f"other-host:{os.getpid()}"
+    put_lock(session_factory, holder, timedelta(seconds=5))
+    skewed = services(session_factory, gateway)
+    skewed.clock = lambda: NOW + timedelta(days=3650)
+    with pytest.raises(RunInProgressError):
+        execute_run(make_request(["AAPL", "MSFT", "GOOGL"]), skewed)
+    assert gateway.sent == []
 
 
 def test_an_interrupted_run_is_resumed_not_replanned(session_factory):
@@ -268,12 +304,12 @@ def test_sync_refreshes_orders_from_the_gateway(session_factory):
     assert {m.order_status for m in outcome.result.mappings} == {"accepted"}
     gateway.answers = {"AAPL": "filled", "MSFT": "canceled", "GOOGL": "partially_filled"}
     synced = sync_run(outcome.result.run_id, EXECUTION, services(session_factory, gateway))
-    rows = {m.symbol: m for m in synced.mappings}
+    rows = {m.symbol: m for m in synced.result.mappings}
     assert rows["AAPL"].order_status == "filled"
     assert rows["AAPL"].filled_qty == rows["AAPL"].order_qty
     assert rows["MSFT"].order_status == "canceled"
-    assert (synced.num_orders_accepted, synced.num_orders_rejected) == (2, 1)
-    assert synced.status == "partial"
+    assert (synced.result.num_orders_accepted, synced.result.num_orders_rejected) == (2, 1)
+    assert synced.result.status == "partial"
     assert len(gateway.sent) == 3  # sync never sends
 
 
@@ -321,3 +357,23 @@ def test_the_next_run_closes_an_unplanned_interrupted_run_by_itself(session_fact
     with session_factory() as session:
         statuses = sorted(session.scalars(select(OrchestrationRun.status)).all())
     assert statuses == ["completed", "failed"]
+
+
+def test_a_resumed_run_reports_its_own_duration_and_the_time_since_it_started(
+    session_factory,
+):
+    gateway = FakeGateway()
+    crash_after(gateway, 1)
+    with pytest.raises(Crash):
+        execute_run(make_request(["AAPL", "MSFT", "GOOGL"]), services(session_factory, gateway))
+    gateway.on_submit = None
+    ticks = iter(range(10_000))
+    later = services(session_factory, gateway)
+    later.clock = lambda: NOW + timedelta(seconds=358, milliseconds=10 * next(ticks))
+    outcome = execute_run(make_request(["AAPL", "MSFT", "GOOGL"]), later)
+    assert outcome.action == "resumed"
+    result = outcome.result
+    assert result.duration_seconds is not None
+    assert result.duration_seconds < 5  # the resume's own time, not 358 s
+    assert result.elapsed_seconds is not None
+    assert result.elapsed_seconds >= 358
