@@ -100,13 +100,16 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
-def summary_line(run: RunSummary) -> str:
-    """One line: status, strategy, date and counts (Rich markup)."""
+def summary_line(run: RunSummary, *, half_day_close: str | None = None) -> str:
+    """One line: status, strategy, date and counts (Rich markup); `half_day_close` (e.g.
+    `13:00 EST`) says the run's session closes early."""
     style = STATUS_STYLE.get(run.status, "white")
     duration = "" if run.duration_seconds is None else f" in {run.duration_seconds:.2f}s"
     mode = " (dry run: nothing sent)" if run.dry_run else ""
     if run.gateway_mode:
         mode += f" (gateway: {run.gateway_mode})"
+    if half_day_close:
+        mode += f" (half day: the market closes at {half_day_close})"
     line = (
         f"[{style}]{run.status}[/{style}] run {run.run_id} {run.strategy_id} {run.as_of_date}"
         f"{mode}: {plural(run.num_signals, 'signal')}, "
@@ -138,11 +141,11 @@ def limits_line(limits: dict[str, Any]) -> str | None:
     return "limits: " + ", ".join(parts) if parts else None
 
 
-def print_run(console: Console, result: RunResult) -> None:
+def print_run(console: Console, result: RunResult, *, half_day_close: str | None = None) -> None:
     console.print(mapping_table(result))
     if result.limits and (line := limits_line(result.limits)):
         console.print(line, highlight=False)
-    console.print(summary_line(result), highlight=False)
+    console.print(summary_line(result, half_day_close=half_day_close), highlight=False)
 
 
 def runs_table(page: RunPage) -> Table:
