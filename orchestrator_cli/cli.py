@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -21,7 +21,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from orchestrator_cli import __version__, db, render, store
-from orchestrator_cli.clock import check_as_of, utc_now
+from orchestrator_cli.clock import MarketClosed, market_for, utc_now
 from orchestrator_cli.config import Settings, env_file_warnings, load_settings, mask_url
 from orchestrator_cli.db import open_database
 from orchestrator_cli.errors import ConfigError, ExitCode, OrchError, RunInterrupted, ServiceError
@@ -148,17 +148,22 @@ def parse_symbols(symbols: str | None, symbols_file: Path | None) -> list[str]:
 
 
 def parse_as_of(value: str | None) -> date | None:
-    """The --as-of date; a date after today's trading date is refused (no orders for it)."""
+    """The --as-of date (`market_for` checks it against today)."""
     if value is None:
         return None
     try:
-        as_of = date.fromisoformat(value)
+        return date.fromisoformat(value)
     except ValueError as exc:
         raise ConfigError(f"--as-of {value!r} is not a date: use YYYY-MM-DD") from exc
-    warning = check_as_of(as_of, utc_now())
-    if warning is not None:
-        logger.warning("%s", warning)
-    return as_of
+
+
+def show_market_closed(closed: MarketClosed, *, json_output: bool) -> NoReturn:
+    """One line (or one JSON document) and exit 0: a closed market is not a failure."""
+    if json_output:
+        emit_json(json.dumps(closed.document()))
+    else:
+        out.print(closed.line(), markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(ExitCode.OK)
 
 
 def settings_from_options(ctx: typer.Context) -> Settings:
@@ -295,31 +300,45 @@ def run(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the run as one JSON document.")
     ] = False,
+    ignore_calendar: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-calendar",
+            help="Run even when the market is closed (env IGNORE_CALENDAR; see MARKET_CALENDAR).",
+        ),
+    ] = False,
 ) -> None:
     """Fetch signals, size orders against positions, record the plan, submit, record outcomes.
 
-    Exit codes: 0 completed (or already done today), 3 partial, 1 failed, 2 usage error,
-    4 invalid input, 75 another run in progress, 70 internal error.
+    Exit codes: 0 completed (or already done today, or the market is closed), 3 partial,
+    1 failed, 2 usage error, 4 invalid input, 75 another run in progress, 70 internal error.
     """
     with handle_errors(ctx):
         settings = settings_from_options(ctx)
         universe = parse_symbols(symbols, symbols_file)
         as_of_date = parse_as_of(as_of)
+        market = market_for(settings, as_of_date, utc_now())
+        if isinstance(market, MarketClosed):  # before anything is started or contacted
+            show_market_closed(market, json_output=json_output)
         with sandboxed(settings, enabled=sandbox) as effective:
             request, services = prepare_run(
                 effective,
                 universe,
-                as_of_date=as_of_date,
+                as_of_date=as_of_date if market is None else market.day,
                 top_n=top_n,
                 bottom_n=bottom_n,
                 force=force,
+                close=None if market is None else market.close,
                 progress=logger.info,
             )
             outcome = execute_run(request, services)
-        show_outcome(outcome, json_output=json_output)
+        early = str(market.close) if market is not None and market.close.early else None
+        show_outcome(outcome, json_output=json_output, half_day_close=early)
 
 
-def show_outcome(outcome: RunOutcome, *, json_output: bool) -> None:
+def show_outcome(
+    outcome: RunOutcome, *, json_output: bool, half_day_close: str | None = None
+) -> None:
     """Print the run (or why nothing was done) and exit with the run's code."""
     if outcome.note and outcome.action != "ran":
         (err if json_output else out).print(outcome.note, markup=False, soft_wrap=True)
@@ -327,9 +346,9 @@ def show_outcome(outcome: RunOutcome, *, json_output: bool) -> None:
         document = outcome.result.model_dump(mode="json")
         emit_json(json.dumps({"action": outcome.action, **document}))
     elif outcome.action == "already_completed":
-        render.print_summary(out, outcome.result)
+        render.print_summary(out, outcome.result, half_day_close=half_day_close)
     else:
-        render.print_run(out, outcome.result)
+        render.print_run(out, outcome.result, half_day_close=half_day_close)
     if outcome.action == "already_completed":
         raise typer.Exit(ExitCode.OK)
     raise typer.Exit(EXIT_FOR_STATUS[outcome.result.status])

@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     run_deadline_seconds: float = Field(default=300.0, gt=0, allow_inf_nan=False)
     lock_stale_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
 
+    # The exchange calendar (an exchange_calendars code, checked when first used): on a day
+    # without a session a run sends nothing, and no order goes out after the session's close.
+    market_calendar: str = "XNYS"
+    ignore_calendar: bool = False
+
     # Pre-trade limits (None or 0: off), checked on the whole plan before anything is sent.
     max_order_notional: Decimal | None = Field(default=None, gt=0, max_digits=17, decimal_places=2)
     max_gross_exposure: Decimal | None = Field(default=Decimal("2"), gt=0, allow_inf_nan=False)
@@ -158,6 +163,14 @@ class Settings(BaseSettings):
                 f"{shown!r} is not a database URL (postgresql://user:password@host:5432/db; "
                 "percent-encode special characters in the password)"
             ) from None
+        return value
+
+    @field_validator("market_calendar")
+    @classmethod
+    def _calendar_code(cls, value: str) -> str:
+        """The shape of a code; whether the calendar exists is checked when it is first used."""
+        if not re.fullmatch(r"[A-Za-z0-9_/]{1,32}", value):
+            raise ValueError(f"{value!r} is not an exchange calendar code (e.g. XNYS)")
         return value
 
     @field_validator("log_level", mode="before")

@@ -154,12 +154,15 @@ def _duration(run: RunSummary) -> str:
     return text
 
 
-def summary_line(run: RunSummary) -> str:
-    """One line: status, strategy, date, counts and inputs (Rich markup, outside text escaped)."""
+def summary_line(run: RunSummary, *, half_day_close: str | None = None) -> str:
+    """One line: status, strategy, date, counts and inputs (Rich markup, outside text escaped);
+    `half_day_close` (e.g. `13:00 EST`) says the run's session closes early."""
     style = STATUS_STYLE.get(run.status, "white")
     mode = " (dry run: nothing sent)" if run.dry_run else ""
     if run.gateway_mode:
         mode += f" (gateway: {escape(run.gateway_mode)})"
+    if half_day_close:
+        mode += f" (half day: the market closes at {half_day_close})"
     line = (
         f"[{style}]{run.status}[/{style}] run {run.run_id} {escape(run.strategy_id)} "
         f"{run.as_of_date}{mode}: {plural(run.num_signals, 'signal')}, "
@@ -191,7 +194,7 @@ def limits_line(limits: dict[str, Any]) -> str | None:
     return "limits: " + ", ".join(parts) if parts else None
 
 
-def print_run(console: Console, result: RunResult) -> None:
+def print_run(console: Console, result: RunResult, *, half_day_close: str | None = None) -> None:
     """The mapping table (when there is one), the limits line and the summary line.
 
     The summary line is never wrapped, so that each run is one line to grep in a cron log.
@@ -200,11 +203,11 @@ def print_run(console: Console, result: RunResult) -> None:
         console.print(mapping_table(result, width=console.width))
     if result.limits and (line := limits_line(result.limits)):
         console.print(line, markup=False, highlight=False)
-    print_summary(console, result)
+    print_summary(console, result, half_day_close=half_day_close)
 
 
-def print_summary(console: Console, run: RunSummary) -> None:
-    console.print(summary_line(run), highlight=False, soft_wrap=True)
+def print_summary(console: Console, run: RunSummary, *, half_day_close: str | None = None) -> None:
+    console.print(summary_line(run, half_day_close=half_day_close), highlight=False, soft_wrap=True)
 
 
 def runs_table(page: RunPage, *, width: int = FULL_WIDTH) -> Table:

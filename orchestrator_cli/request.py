@@ -12,12 +12,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, get_args
 
 from pydantic import SecretStr
 
+from orchestrator_cli.clock import SessionClose, utc_now
 from orchestrator_cli.config import Settings, mask_url
 from orchestrator_cli.risk import Limits
 
@@ -67,6 +68,8 @@ class Execution:
     allow_live_trading: bool
     deadline: float | None = None  # time.monotonic() after which no new order is sent
     force: bool = False
+    # What the deadline is, for the orders it stops ("... passed first").
+    deadline_cause: str = "the run deadline (RUN_DEADLINE_SECONDS)"
 
 
 @dataclass(frozen=True)
@@ -116,15 +119,31 @@ def auth_mode(settings: Settings) -> str:
 
 
 def execution_from(
-    settings: Settings, *, force: bool = False, clock: Callable[[], float] = time.monotonic
+    settings: Settings,
+    *,
+    force: bool = False,
+    close: SessionClose | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    now: Callable[[], datetime] | None = None,
 ) -> Execution:
-    """How to execute: the deadline starts now."""
+    """How to execute: the deadline starts now and never runs past the session's `close`.
+
+    `clock` (monotonic) and `now` (wall, default `utc_now`) are read at the same instant."""
+    started = clock()
+    seconds = settings.run_deadline_seconds
+    cause = Execution.deadline_cause
+    if close is not None:
+        # The same instant on both clocks: the close in wall time, the deadline in monotonic.
+        until_close = (close.at - (now or utc_now)()).total_seconds()
+        if until_close < seconds:
+            seconds, cause = until_close, f"the market's close at {close}"
     return Execution(
         order_concurrency=settings.order_concurrency,
         lock_stale_seconds=settings.lock_stale_seconds,
         allow_live_trading=settings.allow_live_trading,
-        deadline=clock() + settings.run_deadline_seconds,
+        deadline=started + seconds,
         force=force,
+        deadline_cause=cause,
     )
 
 
@@ -136,8 +155,10 @@ def build_request(
     top_n: int | None = None,
     bottom_n: int | None = None,
     force: bool = False,
+    close: SessionClose | None = None,
 ) -> RunRequest:
-    """The run the settings and these inputs describe, as the CLI's `orch run` builds it."""
+    """The run the settings and these inputs describe, as the CLI's `orch run` builds it;
+    `close` is today's session close, past which no order is sent."""
     spec = RunSpec(
         symbols=list(symbols),
         strategy_id=settings.strategy_id,
@@ -150,4 +171,4 @@ def build_request(
         bottom_n=bottom_n,
         settings_snapshot=settings_snapshot(settings),
     )
-    return RunRequest(spec, execution_from(settings, force=force))
+    return RunRequest(spec, execution_from(settings, force=force, close=close))

@@ -89,7 +89,7 @@ class Submitter:
                 client_order_id=order.client_order_id,
                 kind=OutcomeKind.NOT_SENT,
                 order_status="not_sent",
-                message="not sent: the run deadline (RUN_DEADLINE_SECONDS) passed first",
+                message=f"not sent: {self._execution.deadline_cause} passed first",
                 sent=False,
             )
         outcome = self._services.gateway.submit_order(order)

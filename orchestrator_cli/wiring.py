@@ -14,6 +14,7 @@ from requests.auth import AuthBase
 from rich.console import Console
 
 from orchestrator_cli.auth import BearerAuth, InternalTokenAuth
+from orchestrator_cli.clock import SessionClose
 from orchestrator_cli.config import Settings, data_dir
 from orchestrator_cli.db import open_database
 from orchestrator_cli.errors import PriceSourceError
@@ -79,11 +80,21 @@ def prepare_run(
     top_n: int | None = None,
     bottom_n: int | None = None,
     force: bool = False,
+    close: SessionClose | None = None,
     progress: Callable[[str], None] = lambda _message: None,
 ) -> tuple[RunRequest, RunServices]:
-    """A run as `orch run` makes it: `runner.execute_run(*prepare_run(settings, symbols))`."""
+    """A run as `orch run` makes it: `runner.execute_run(*prepare_run(settings, symbols))`.
+
+    `close` (today's session close, from `clock.market_for_run`) caps the run's deadline,
+    which the HTTP clients honour too."""
     request = build_request(
-        settings, symbols, as_of_date=as_of_date, top_n=top_n, bottom_n=bottom_n, force=force
+        settings,
+        symbols,
+        as_of_date=as_of_date,
+        top_n=top_n,
+        bottom_n=bottom_n,
+        force=force,
+        close=close,
     )
     services = build_run_services(settings, deadline=request.execution.deadline, progress=progress)
     return request, services

@@ -132,6 +132,7 @@ class _Handler(BaseHTTPRequestHandler):
     wbufsize = 64 * 1024
     server: _Server
     checks_auth = False  # the simulated platform services do; the market-data API does not
+    service = ""  # the key of this service's count in Sandbox.requests_seen
 
     def log_message(self, format: str, *args: Any) -> None:
         """No access log: benchmarks send thousands of requests."""
@@ -155,6 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
         request = _Request(self.command, url.path, parse_qs(url.query), self.rfile.read(length))
         sandbox = self.server.sandbox
         if not url.path.startswith("/_sandbox/"):  # the control API is not a simulated service
+            sandbox.count_request(self.service)
             sandbox.pause(sandbox.faults.latency_ms / 1000)
         refusal = None
         if self.checks_auth and url.path.startswith(API_PREFIX):
@@ -183,6 +185,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _SignalHandler(_Handler):
     checks_auth = True
+    service = "signal"
 
     def route(self, request: _Request) -> _Reply:
         fault = self.server.sandbox.faults.signal_fault
@@ -197,6 +200,8 @@ class _SignalHandler(_Handler):
 
 
 class _MarketHandler(_Handler):
+    service = "market_data"
+
     def route(self, request: _Request) -> _Reply:
         if (request.method, request.path) == ("GET", "/v2/stocks/snapshots"):
             sandbox = self.server.sandbox
@@ -206,6 +211,7 @@ class _MarketHandler(_Handler):
 
 class _GatewayHandler(_Handler):
     checks_auth = True
+    service = "gateway"
 
     def route(self, request: _Request) -> _Reply:
         sandbox = self.server.sandbox
@@ -291,6 +297,8 @@ class Sandbox:
         self.auth_secret = auth_secret
         self.bearer_token = bearer_token
         self.auth_failures = 0  # refused /api/v1/* requests, under the state lock
+        # Requests to each simulated service (the control API aside), under the state lock.
+        self._requests_seen = {"signal": 0, "gateway": 0, "market_data": 0}
         self._seen_nonces: set[str] = set()
         self.faults = faults if faults is not None else SandboxFaults()
         self.state = SandboxState(state_file)
@@ -373,6 +381,16 @@ class Sandbox:
         if not self._servers:
             raise RuntimeError("sandbox not started")
         return f"http://{self._host}:{self._servers[index].server_port}"
+
+    def count_request(self, service: str) -> None:
+        with self.state.lock:
+            self._requests_seen[service] += 1
+
+    @property
+    def requests_seen(self) -> dict[str, int]:
+        """Requests each simulated service has received since the sandbox was made."""
+        with self.state.lock:
+            return dict(self._requests_seen)
 
     def pause(self, seconds: float) -> None:
         """Sleep for a fault, without any lock; stop() wakes every sleeper."""
