@@ -408,6 +408,12 @@ def runs_resume(
     sandbox: Annotated[
         bool, typer.Option("--sandbox", help="Finish a run made with `orch run --sandbox`.")
     ] = False,
+    ignore_calendar: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-calendar", help="Resume although the market is closed (env IGNORE_CALENDAR)."
+        ),
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Continue an interrupted run from its recorded plan: settle unknown orders, send the rest.
@@ -415,11 +421,21 @@ def runs_resume(
     Orders that may have reached the gateway are looked up by client_order_id first; only
     those the gateway never saw are sent (with the same id). Nothing is re-planned.
     """
-    with handle_errors(ctx), sandboxed(settings_from_options(ctx), enabled=sandbox) as settings:
-        execution, services = prepare_existing(settings, progress=logger.info)
-        with db.transaction(services.sessions, "finding the run") as session:
-            found = store.resolve_run_id(session, run_id)
-        show_outcome(resume_run(found, execution, services), json_output=json_output)
+    with handle_errors(ctx):
+        settings = settings_from_options(ctx)
+        market = market_for(settings, None, utc_now())
+        if isinstance(market, MarketClosed):  # its orders would wait for the next session
+            raise ConfigError(
+                f"{market.line()}: nothing was sent; resume the run while the market is open, "
+                "or pass --ignore-calendar"
+            )
+        close = market.close if market is not None else None
+        with sandboxed(settings, enabled=sandbox) as effective:
+            execution, services = prepare_existing(effective, progress=logger.info, close=close)
+            with db.transaction(services.sessions, "finding the run") as session:
+                found = store.resolve_run_id(session, run_id)
+            outcome = resume_run(found, execution, services)
+        show_outcome(outcome, json_output=json_output)
 
 
 @runs_app.command("sync")

@@ -101,10 +101,12 @@ def prepare_run(
 
 
 def prepare_existing(
-    settings: Settings, *, progress: Callable[[str], None]
+    settings: Settings, *, progress: Callable[[str], None], close: SessionClose | None = None
 ) -> tuple[Execution, RunServices]:
-    """What `runs resume` and `runs sync` need: they read no prices and plan nothing."""
-    execution = execution_from(settings)
+    """What `runs resume` and `runs sync` need: they read no prices and plan nothing.
+
+    `close` (today's session close) caps the deadline of a resume that sends orders."""
+    execution = execution_from(settings, close=close)
     services = build_run_services(
         settings, deadline=execution.deadline, progress=progress, with_prices=False
     )

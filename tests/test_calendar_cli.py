@@ -266,3 +266,17 @@ def test_half_day_summary_text_exactly() -> None:
         """
     )
     assert "half day" not in summary_text(run)
+
+
+def test_resume_on_a_closed_market_sends_nothing_and_says_so(
+    env: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resume by hand after the close would leave its orders waiting for the next session,
+    where that day's run orders again: it is refused before anything is contacted."""
+    at(monkeypatch, datetime(2026, 11, 24, 21, 5, tzinfo=UTC))
+    result = invoke("runs", "resume", "0123456789abcdef")
+    assert result.exit_code == 4, result.output
+    assert "market closed on 2026-11-24: after the close at 16:00 EST: nothing was sent" in (
+        result.stderr
+    )
+    assert env.requests_seen == NO_REQUESTS
