@@ -473,6 +473,10 @@ def sandbox_command(
         bool, typer.Option("--gateway-dry-run", help="Gateway records orders as dry_run.")
     ] = False,
     seed: Annotated[int | None, typer.Option(help="Seed for the fault randomness.")] = None,
+    signal_strategy: Annotated[
+        str,
+        typer.Option(help="Strategy the Signal Service serves (named in metadata.strategy)."),
+    ] = "alpha_baseline",
     auth_secret: Annotated[
         str | None,
         typer.Option(
@@ -497,6 +501,7 @@ def sandbox_command(
             "kill_switch_engaged": kill_switch,
             "gateway_dry_run": gateway_dry_run,
             "seed": seed,
+            "signal_strategy": signal_strategy,
         }
         ports = (signal_port, gateway_port, market_data_port)
         if port is not None:
