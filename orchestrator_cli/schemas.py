@@ -385,6 +385,8 @@ class PriceQuote(BaseModel):
     price: Decimal
     timestamp: AwareDatetime
     source: str
+    # The price the quote is checked against (the previous close), when the source has one.
+    reference: Decimal | None = None
 
 
 class PriceBook(BaseModel):
