@@ -24,6 +24,7 @@ from orchestrator_cli.clock import check_as_of, utc_now
 from orchestrator_cli.config import Settings, load_settings, mask_url
 from orchestrator_cli.db import open_database
 from orchestrator_cli.errors import ConfigError, ExitCode, OrchError
+from orchestrator_cli.inputs import MAX_INPUT_FILE_BYTES, InputFileError, read_input_text
 from orchestrator_cli.runner import RunOutcome, execute_run, resume_run, sync_run
 from orchestrator_cli.schemas import SYMBOL_PATTERN, RunStatus, symbols_from
 from orchestrator_cli.wiring import (
@@ -127,9 +128,12 @@ def parse_symbols(symbols: str | None, symbols_file: Path | None) -> list[str]:
         raw.extend(symbols.split(","))
     if symbols_file is not None:
         try:
-            text = symbols_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"--symbols-file {symbols_file}: {exc.strerror}") from exc
+            text = read_input_text(symbols_file)
+        except InputFileError as exc:
+            raise ConfigError(
+                f"--symbols-file {symbols_file}: {exc}; give a text file of symbols "
+                f"(comma- or line-separated, at most {MAX_INPUT_FILE_BYTES // 2**20} MiB)"
+            ) from None
         for line in text.splitlines():
             raw.extend(line.split("#", 1)[0].split(","))
     result = symbols_from(raw)
@@ -137,9 +141,10 @@ def parse_symbols(symbols: str | None, symbols_file: Path | None) -> list[str]:
         raise ConfigError("no symbols given: pass --symbols AAPL,MSFT or --symbols-file PATH")
     bad = [s for s in result if not re.fullmatch(SYMBOL_PATTERN, s)]
     if bad:
-        raise ConfigError(
-            f"not a ticker symbol: {', '.join(map(repr, bad))} (check --symbols / --symbols-file)"
-        )
+        # At most a few, each cut short: a wrong file can hold megabytes of non-symbols.
+        shown = ", ".join(repr(s if len(s) <= 20 else s[:17] + "...") for s in bad[:3])
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise ConfigError(f"not a ticker symbol: {shown}{more} (check --symbols / --symbols-file)")
     return result
 
 

@@ -96,13 +96,15 @@ class Settings(BaseSettings):
     http_max_attempts: int = Field(default=3, ge=1, le=10)
     order_concurrency: int = Field(default=8, ge=1, le=64)
 
-    run_deadline_seconds: float = Field(default=300.0, gt=0, allow_inf_nan=False)
-    lock_stale_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    run_deadline_seconds: float = Field(default=300.0, gt=0, le=DAY_SECONDS, allow_inf_nan=False)
+    lock_stale_seconds: float = Field(default=60.0, gt=0, le=DAY_SECONDS, allow_inf_nan=False)
 
     # Pre-trade limits (None or 0: off), checked on the whole plan before anything is sent.
     max_order_notional: Decimal | None = Field(default=None, gt=0, max_digits=17, decimal_places=2)
-    max_gross_exposure: Decimal | None = Field(default=Decimal("2"), gt=0, allow_inf_nan=False)
-    max_orders_per_run: int | None = Field(default=None, gt=0)
+    max_gross_exposure: Decimal | None = Field(
+        default=Decimal("2"), gt=0, le=100, allow_inf_nan=False
+    )
+    max_orders_per_run: int | None = Field(default=None, gt=0, le=1_000_000)
     long_only: bool = False
     restricted_symbols: Annotated[frozenset[str], NoDecode] = Field(default_factory=frozenset)
     min_trade_dollars: Decimal = Field(default=Decimal(0), ge=0, max_digits=17, decimal_places=2)
