@@ -25,6 +25,7 @@ from orchestrator_cli.clock import MarketClosed, market_for, utc_now
 from orchestrator_cli.config import Settings, env_file_warnings, load_settings, mask_url
 from orchestrator_cli.db import open_database
 from orchestrator_cli.errors import ConfigError, ExitCode, OrchError, RunInterrupted, ServiceError
+from orchestrator_cli.inputs import MAX_INPUT_FILE_BYTES, InputFileError, read_input_text
 from orchestrator_cli.runner import RunOutcome, execute_run, resume_run, sync_run
 from orchestrator_cli.schemas import SYMBOL_PATTERN, RunStatus, symbols_from
 from orchestrator_cli.wiring import (
@@ -131,9 +132,12 @@ def parse_symbols(symbols: str | None, symbols_file: Path | None) -> list[str]:
         raw.extend(symbols.split(","))
     if symbols_file is not None:
         try:
-            text = symbols_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"--symbols-file {symbols_file}: {exc.strerror}") from exc
+            text = read_input_text(symbols_file)
+        except InputFileError as exc:
+            raise ConfigError(
+                f"--symbols-file {symbols_file}: {exc}; give a text file of symbols "
+                f"(comma- or line-separated, at most {MAX_INPUT_FILE_BYTES // 2**20} MiB)"
+            ) from None
         for line in text.splitlines():
             raw.extend(line.split("#", 1)[0].split(","))
     result = symbols_from(raw)
@@ -141,9 +145,10 @@ def parse_symbols(symbols: str | None, symbols_file: Path | None) -> list[str]:
         raise ConfigError("no symbols given: pass --symbols AAPL,MSFT or --symbols-file PATH")
     bad = [s for s in result if not re.fullmatch(SYMBOL_PATTERN, s)]
     if bad:
-        raise ConfigError(
-            f"not a ticker symbol: {', '.join(map(repr, bad))} (check --symbols / --symbols-file)"
-        )
+        # At most a few, each cut short: a wrong file can hold megabytes of non-symbols.
+        shown = ", ".join(repr(s if len(s) <= 20 else s[:17] + "...") for s in bad[:3])
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise ConfigError(f"not a ticker symbol: {shown}{more} (check --symbols / --symbols-file)")
     return result
 
 
@@ -522,6 +527,10 @@ def sandbox_command(
         bool, typer.Option("--gateway-dry-run", help="Gateway records orders as dry_run.")
     ] = False,
     seed: Annotated[int | None, typer.Option(help="Seed for the fault randomness.")] = None,
+    signal_strategy: Annotated[
+        str,
+        typer.Option(help="Strategy the Signal Service serves (named in metadata.strategy)."),
+    ] = "alpha_baseline",
     auth_secret: Annotated[
         str | None,
         typer.Option(
@@ -546,6 +555,7 @@ def sandbox_command(
             "kill_switch_engaged": kill_switch,
             "gateway_dry_run": gateway_dry_run,
             "seed": seed,
+            "signal_strategy": signal_strategy,
         }
         ports = (signal_port, gateway_port, market_data_port)
         if port is not None:

@@ -26,6 +26,7 @@ APP_NAME = "orch"
 ALPACA_DATA_HOST = "data.alpaca.markets"
 
 PriceSourceName = Literal["alpaca", "file", "redis"]
+DAY_SECONDS = 86_400
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
@@ -81,14 +82,23 @@ class Settings(BaseSettings):
     alpaca_api_key_id: SecretStr | None = None
     alpaca_api_secret_key: SecretStr | None = None
     prices_file: Path | None = None
-    max_price_age_seconds: int = Field(default=60, gt=0)
+    # The gateway's own fat-finger check treats a quote older than 30 s as missing.
+    max_price_age_seconds: int = Field(default=30, gt=0, le=DAY_SECONDS)
+    # A quote further than this (%) from its previous close is a wrong price (None/0: off).
+    # 25: wide enough for nearly every genuine overnight move of a listed stock, narrow enough
+    # to catch a mis-scaled or mis-keyed quote (a decimal slip is 90% off).
+    max_price_move_pct: Decimal | None = Field(
+        default=Decimal(25), gt=0, le=1000, allow_inf_nan=False
+    )
 
-    http_timeout_seconds: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    # Every number has an upper bound, so time arithmetic (deadlines, lock staleness) cannot
+    # overflow and a typo (1e300) is refused with its name rather than failing mid-run.
+    http_timeout_seconds: float = Field(default=10.0, gt=0, le=600, allow_inf_nan=False)
     http_max_attempts: int = Field(default=3, ge=1, le=10)
     order_concurrency: int = Field(default=8, ge=1, le=64)
 
-    run_deadline_seconds: float = Field(default=300.0, gt=0, allow_inf_nan=False)
-    lock_stale_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    run_deadline_seconds: float = Field(default=300.0, gt=0, le=DAY_SECONDS, allow_inf_nan=False)
+    lock_stale_seconds: float = Field(default=60.0, gt=0, le=DAY_SECONDS, allow_inf_nan=False)
 
     # The exchange calendar (an exchange_calendars code, checked when first used): on a day
     # without a session a run sends nothing, and no order goes out after the session's close.
@@ -97,8 +107,10 @@ class Settings(BaseSettings):
 
     # Pre-trade limits (None or 0: off), checked on the whole plan before anything is sent.
     max_order_notional: Decimal | None = Field(default=None, gt=0, max_digits=17, decimal_places=2)
-    max_gross_exposure: Decimal | None = Field(default=Decimal("2"), gt=0, allow_inf_nan=False)
-    max_orders_per_run: int | None = Field(default=None, gt=0)
+    max_gross_exposure: Decimal | None = Field(
+        default=Decimal("2"), gt=0, le=100, allow_inf_nan=False
+    )
+    max_orders_per_run: int | None = Field(default=None, gt=0, le=1_000_000)
     long_only: bool = False
     restricted_symbols: Annotated[frozenset[str], NoDecode] = Field(default_factory=frozenset)
     min_trade_dollars: Decimal = Field(default=Decimal(0), ge=0, max_digits=17, decimal_places=2)
@@ -123,7 +135,11 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "max_order_notional", "max_gross_exposure", "max_orders_per_run", mode="before"
+        "max_order_notional",
+        "max_gross_exposure",
+        "max_orders_per_run",
+        "max_price_move_pct",
+        mode="before",
     )
     @classmethod
     def _zero_or_off_is_off(cls, value: Any) -> Any:

@@ -1,7 +1,11 @@
 """Price sources behind one Protocol; each returns a `PriceBook` and never invents a price.
 
 A quote is usable only when it is finite, positive, no older than `MAX_PRICE_AGE_SECONDS` and
-at most 5 s in the future (`check_quote`). Every unusable symbol gets a reason in the book, so
+at most 5 s in the future (`check_quote`), and, with `MAX_PRICE_MOVE_PCT` on, no further than
+that from its reference price (`ReferenceCheck`): the previous close of an Alpaca snapshot
+(`prevDailyBar.c`) or the `prev_close` column of a `PRICES_FILE`. A wrong price is worse than
+a missing one: a $1 quote for a $100 stock sizes an order 100 times too big, and a notional
+limit checked at that price cannot see it. Every unusable symbol gets a reason in the book, so
 the plan can say why it was skipped. A failure of the source as a whole (refused credentials,
 a service error, an unreadable answer, Redis unreachable) raises `PriceSourceError`; a bad
 `PRICES_FILE` or a missing `redis` extra raises `ConfigError` when the source is built, before
@@ -19,13 +23,15 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 import requests
 
 from orchestrator_cli.config import ALPACA_DATA_HOST, Settings
 from orchestrator_cli.errors import ConfigError, PriceSourceError
+from orchestrator_cli.inputs import InputFileError, read_input_text
+from orchestrator_cli.price_reference import ReferenceCheck
 from orchestrator_cli.schemas import SYMBOL_PATTERN, PriceBook, PriceQuote
 from orchestrator_cli.transport import RETRYABLE_STATUSES, HttpClient, describe_error
 
@@ -37,7 +43,8 @@ MAX_FUTURE_SKEW = timedelta(seconds=5)
 # RFC 3339: date, time, 1-9 fractional digits, and a zone (Z or an offset) that may be absent
 # here only so that a naive timestamp gets its own, clearer reason.
 _TIMESTAMP = re.compile(
-    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:?\d{2})?"
+    r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:?\d{2})?",
+    re.ASCII,
 )
 
 
@@ -47,6 +54,11 @@ class PriceSource(Protocol):
     def fetch_prices(self, symbols: Sequence[str], *, now: datetime) -> PriceBook:
         """Quotes for the usable symbols and a reason for every other one."""
         ...
+
+
+def _shown(cell: str) -> str:
+    """A cell for an error message: quoted, and cut short (a line may be megabytes long)."""
+    return repr(cell if len(cell) <= 40 else cell[:37] + "...")
 
 
 def _seconds(delta: timedelta) -> str:
@@ -83,18 +95,21 @@ def parse_timestamp(text: str) -> datetime:
     Raises ValueError for anything else, including a timestamp without a zone.
     """
     match = _TIMESTAMP.fullmatch(text.strip())
+    shown = _shown(text)
     if match is None:
-        raise ValueError(f"timestamp {text!r} is not RFC 3339")
+        raise ValueError(f"timestamp {shown} is not RFC 3339")
     day, clock, fraction, zone = match.groups()
     if zone is None:
-        raise ValueError(f"timestamp {text!r} has no timezone")
+        raise ValueError(f"timestamp {shown} has no timezone")
     micros = (fraction or "")[:6].ljust(6, "0")
     offset = "+00:00" if zone in ("Z", "z") else f"{zone[:3]}:{zone[-2:]}"
     try:
         parsed = datetime.fromisoformat(f"{day}T{clock}.{micros}{offset}")
+        return parsed.astimezone(UTC)
     except ValueError as exc:
-        raise ValueError(f"timestamp {text!r} is not a valid time: {exc}") from exc
-    return parsed.astimezone(UTC)
+        raise ValueError(f"timestamp {shown} is not a valid time: {exc}") from exc
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before the first UTC datetime
+        raise ValueError(f"timestamp {shown} is out of range") from None
 
 
 # --- Alpaca-compatible snapshot API ---------------------------------------------------------
@@ -216,6 +231,8 @@ class AlpacaPriceSource:
             raise PriceSourceError(f"market data answered HTTP {status}{tries}")
         try:
             body = json.loads(response.text, parse_float=Decimal, parse_constant=_decimal_constant)
+        except RecursionError:
+            raise PriceSourceError("market data answered with JSON nested too deeply") from None
         except ValueError as exc:
             raise PriceSourceError("market data answered with a body that is not JSON") from exc
         if not isinstance(body, dict):
@@ -230,26 +247,59 @@ class AlpacaPriceSource:
             raise ValueError("snapshot is not a JSON object")
         other = snapshot.get("symbol", symbol)
         if other != symbol:
-            raise ValueError(f"snapshot is for {other!r}, not {symbol}")
+            raise ValueError(f"snapshot is for {str(other)[:40]!r}, not {symbol}")
+        reference = _previous_close(snapshot.get("prevDailyBar"))
+        price, at, source = self._latest(snapshot, now)
+        return PriceQuote(
+            symbol=symbol, price=price, timestamp=at, source=source, reference=reference
+        )
+
+    def _latest(self, snapshot: dict[str, Any], now: datetime) -> tuple[Decimal, datetime, str]:
+        """The latest quote's mid, else the latest trade: (price, time, how it was read)."""
         try:
             mid, at = _quote_mid(snapshot.get("latestQuote"), now=now, max_age=self._max_age)
-            return PriceQuote(symbol=symbol, price=mid, timestamp=at, source="alpaca:quote_mid")
+            return mid, at, "alpaca:quote_mid"
         except ValueError as exc:
             quote_problem = str(exc)
         try:
             price, at = _trade_price(snapshot.get("latestTrade"), now=now, max_age=self._max_age)
-            return PriceQuote(symbol=symbol, price=price, timestamp=at, source="alpaca:trade")
+            return price, at, "alpaca:trade"
         except ValueError as exc:
             raise ValueError(f"latest quote: {quote_problem}; latest trade: {exc}") from None
+
+
+def _previous_close(bar: Any) -> Decimal | None:
+    """The reference price of a snapshot: `prevDailyBar.c`; None when there is no such bar.
+
+    A bar that is there but unusable spoils the symbol (a corrupt snapshot is not trusted)."""
+    if bar is None:
+        return None
+    if not isinstance(bar, dict):
+        raise ValueError("prevDailyBar is not a JSON object")
+    close = _number(bar.get("c"), "previous close")
+    if not MIN_PRICE <= close <= MAX_PRICE:
+        raise ValueError(f"previous close {close} is outside {MIN_PRICE} to {MAX_PRICE:,}")
+    return close
 
 
 # --- CSV file -------------------------------------------------------------------------------
 
 _HEADER = ["symbol", "price", "timestamp"]
+REFERENCE_COLUMN = "prev_close"
+
+
+class _FileRow(NamedTuple):
+    price: Decimal
+    timestamp: datetime
+    reference: Decimal | None  # the optional prev_close column
 
 
 class FilePriceSource:
-    """`PRICES_FILE`: read and validated completely when built; judged against `now` per fetch."""
+    """`PRICES_FILE`: read and validated completely when built; judged against `now` per fetch.
+
+    Rows are `symbol,price,timestamp` with an optional fourth `prev_close` (the reference price
+    MAX_PRICE_MOVE_PCT checks against; empty or absent: none for that symbol).
+    """
 
     name = "file"
 
@@ -261,56 +311,73 @@ class FilePriceSource:
     def _fail(self, problem: str, line: int | None = None) -> ConfigError:
         where = f"{self._path} line {line}" if line is not None else str(self._path)
         return ConfigError(
-            f"PRICES_FILE {where}: {problem}; expected symbol,price,timestamp with a timezone"
+            f"PRICES_FILE {where}: {problem}; expected symbol,price,timestamp[,prev_close] "
+            "with a timezone"
         )
 
-    def _load(self) -> dict[str, tuple[Decimal, datetime]]:
+    def _load(self) -> dict[str, _FileRow]:
         try:
-            # utf-8-sig: spreadsheets often start a CSV with a byte-order mark.
-            text = self._path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise self._fail(f"cannot read it ({reason})") from exc
-        rows: dict[str, tuple[Decimal, datetime]] = {}
+            text = read_input_text(self._path)
+        except InputFileError as exc:
+            raise self._fail(str(exc)) from None
+        rows: dict[str, _FileRow] = {}
         first_line: dict[str, int] = {}
         seen_data = False
         reader = csv.reader(io.StringIO(text, newline=""))
-        for fields in reader:
+        while True:
+            try:
+                fields = next(reader, None)
+            except csv.Error as exc:  # e.g. a field beyond the csv module's size limit
+                raise self._fail(f"not CSV ({exc})", reader.line_num) from None
+            if fields is None:
+                return rows
             line = reader.line_num
             cells = [cell.strip() for cell in fields]
             if not any(cells):
                 continue
-            if not seen_data and [cell.lower() for cell in cells] == _HEADER:
+            header = [cell.lower() for cell in cells]
+            if not seen_data and header in (_HEADER, [*_HEADER, REFERENCE_COLUMN]):
                 seen_data = True
                 continue
             seen_data = True
-            symbol, price, timestamp = self._parse_row(cells, line)
+            symbol, row = self._parse_row(cells, line)
             if symbol in rows:
                 raise self._fail(
                     f"duplicate symbol {symbol} (first on line {first_line[symbol]})", line
                 )
-            rows[symbol] = (price, timestamp)
+            rows[symbol] = row
             first_line[symbol] = line
-        return rows
 
-    def _parse_row(self, cells: list[str], line: int) -> tuple[str, Decimal, datetime]:
-        if len(cells) != 3:
-            raise self._fail(f"expected 3 fields, got {len(cells)}", line)
-        raw_symbol, raw_price, raw_timestamp = cells
+    def _number(self, raw: str, what: str, line: int) -> Decimal:
+        try:
+            number = Decimal(raw)
+        except InvalidOperation:
+            raise self._fail(f"{what} {_shown(raw)} is not a number", line) from None
+        if not number.is_finite():
+            raise self._fail(f"{what} {_shown(raw)} is not a finite number", line)
+        return number
+
+    def _parse_row(self, cells: list[str], line: int) -> tuple[str, _FileRow]:
+        if len(cells) not in (3, 4):
+            raise self._fail(f"expected 3 or 4 fields, got {len(cells)}", line)
+        raw_symbol, raw_price, raw_timestamp = cells[:3]
         symbol = raw_symbol.upper()
         if not re.fullmatch(SYMBOL_PATTERN, symbol):
-            raise self._fail(f"bad symbol {raw_symbol!r}", line)
-        try:
-            price = Decimal(raw_price)
-        except InvalidOperation:
-            raise self._fail(f"price {raw_price!r} is not a number", line) from None
-        if not price.is_finite():
-            raise self._fail(f"price {raw_price!r} is not a finite number", line)
+            raise self._fail(f"bad symbol {_shown(raw_symbol)}", line)
+        price = self._number(raw_price, "price", line)
         try:
             timestamp = parse_timestamp(raw_timestamp)
         except ValueError as exc:
             raise self._fail(str(exc), line) from None
-        return symbol, price, timestamp
+        reference = None
+        if len(cells) == 4 and cells[3]:
+            reference = self._number(cells[3], REFERENCE_COLUMN, line)
+            if not MIN_PRICE <= reference <= MAX_PRICE:
+                raise self._fail(
+                    f"{REFERENCE_COLUMN} {reference} is outside {MIN_PRICE} to {MAX_PRICE:,}",
+                    line,
+                )
+        return symbol, _FileRow(price, timestamp, reference)
 
     def fetch_prices(self, symbols: Sequence[str], *, now: datetime) -> PriceBook:
         """Every file quote that passes `check_quote` at `now`; absent symbols get a reason."""
@@ -320,13 +387,16 @@ class FilePriceSource:
             if row is None:
                 book.problems[symbol] = "not in PRICES_FILE"
                 continue
-            price, timestamp = row
-            problem = check_quote(price, timestamp, now=now, max_age=self._max_age)
+            problem = check_quote(row.price, row.timestamp, now=now, max_age=self._max_age)
             if problem:
                 book.problems[symbol] = problem
             else:
                 book.quotes[symbol] = PriceQuote(
-                    symbol=symbol, price=price, timestamp=timestamp, source=self.name
+                    symbol=symbol,
+                    price=row.price,
+                    timestamp=row.timestamp,
+                    source=self.name,
+                    reference=row.reference,
                 )
         return book
 
@@ -395,6 +465,8 @@ class RedisPriceSource:
             raise ValueError(f"no quote in Redis ({key})")
         try:
             quote = json.loads(value, parse_float=Decimal, parse_constant=_decimal_constant)
+        except RecursionError:
+            raise ValueError(f"{key} holds JSON nested too deeply") from None
         except ValueError:  # also bytes that are not UTF-8
             raise ValueError(f"{key} is not JSON") from None
         if not isinstance(quote, dict):
@@ -435,18 +507,24 @@ def build_price_source(
     session: requests.Session,
     sleep: Callable[[float], None] = time.sleep,
 ) -> PriceSource:
-    """The configured source; ConfigError for a setting that cannot work (before any call)."""
+    """The configured source, its quotes checked against their reference price while
+    MAX_PRICE_MOVE_PCT is on; ConfigError for a setting that cannot work (before any call)."""
     max_age = timedelta(seconds=settings.max_price_age_seconds)
+    source: PriceSource
     if settings.price_source == "file":
         if settings.prices_file is None:
             raise ConfigError(
                 "PRICE_SOURCE=file needs PRICES_FILE: the path of a CSV of"
                 " symbol,price,timestamp with a timezone"
             )
-        return FilePriceSource(settings.prices_file, max_age=max_age)
-    if settings.price_source == "redis":
-        return _redis_source(settings, max_age)
-    return _alpaca_source(settings, max_age, session=session, sleep=sleep)
+        source = FilePriceSource(settings.prices_file, max_age=max_age)
+    elif settings.price_source == "redis":
+        source = _redis_source(settings, max_age)
+    else:
+        source = _alpaca_source(settings, max_age, session=session, sleep=sleep)
+    if settings.max_price_move_pct is None:
+        return source
+    return ReferenceCheck(source, max_move_pct=settings.max_price_move_pct)
 
 
 def _redis_source(settings: Settings, max_age: timedelta) -> RedisPriceSource:

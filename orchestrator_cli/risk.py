@@ -10,7 +10,13 @@ Per-order limits skip the order with a reason and let the rest go ahead:
   skipped as `price_unavailable` while that limit is on.
 
 Run-level limits refuse the whole plan (nothing is sent, the run fails naming the limit):
-- MAX_GROSS_EXPOSURE: sum of |target dollars| / capital;
+- MAX_GROSS_EXPOSURE: sum of |target dollars| / capital, above the limit by more than the
+  weights' own precision. Weights come from JSON numbers that a service wrote from binary64
+  floats: 67 longs of 1/67 (0.014925373134328358) and 66 shorts of -1/66 sum to slightly more
+  than 2 although the service meant exactly 2. Each weight (|w| <= 1) is off its intended
+  value by at most a few roundings of 2**-53, so a plan of n sized signals may pass the limit
+  by n * `schemas.WEIGHT_ROUNDING` (2**-51, four roundings; about 9e-14 for 200 signals, a
+  millionth of a cent on $100k) and still be at it. Anything beyond is refused;
 - MAX_ORDERS_PER_RUN: orders left after the per-order limits.
 
 LONG_ONLY turns negative weights into 0 before sizing (a held short is then covered); the
@@ -24,7 +30,7 @@ from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
-from orchestrator_cli.schemas import PlannedMapping, Signal, SkipReason
+from orchestrator_cli.schemas import PlannedMapping, Signal, SkipReason, weight_sum_tolerance
 
 
 @dataclass(frozen=True)
@@ -158,12 +164,10 @@ def review_plan(
 
     violations = []
     if limits.max_gross_exposure is not None:
-        gross = sum(
-            (p.target_dollars for p in reviewed if p.leg == 0 and p.target_dollars is not None),
-            Decimal(0),
-        )
+        sized = [p.target_dollars for p in reviewed if p.leg == 0 and p.target_dollars is not None]
+        gross = sum(sized, Decimal(0))
         exposure = gross / capital
-        if exposure > limits.max_gross_exposure:
+        if exposure > limits.max_gross_exposure + weight_sum_tolerance(len(sized)):
             violations.append(
                 f"MAX_GROSS_EXPOSURE: the plan's gross exposure is {exposure:.4f}x capital "
                 f"(${gross:,.2f}), above the limit of {limits.max_gross_exposure}x"

@@ -419,7 +419,11 @@ def _plan(run: ActiveRun, spec: RunSpec, earlier: Sequence[store.RunInfo]) -> Pl
     services = run.services
     services.progress(f"fetching signals for {len(spec.symbols)} symbols")
     response = services.signals.fetch_signals(
-        spec.symbols, as_of_date=run.as_of_date, top_n=spec.top_n, bottom_n=spec.bottom_n
+        spec.symbols,
+        as_of_date=run.as_of_date,
+        top_n=spec.top_n,
+        bottom_n=spec.bottom_n,
+        strategy_id=run.strategy_id,
     )
     with _transaction(services, "recording signal metadata") as session:
         store.record_signal_metadata(

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    model_validator,
 )
 
 SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,15}$"
@@ -35,8 +36,15 @@ def _reject_constant(name: str) -> Decimal:
 
 
 def parse_json(text: str | bytes) -> Any:
-    """Parse JSON with every non-integer number as Decimal; NaN/Infinity literals are refused."""
-    return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+    """Parse JSON with every non-integer number as Decimal; NaN/Infinity literals are refused.
+
+    Raises ValueError for anything that is not usable JSON, including a document nested deeper
+    than Python's recursion limit (about 1,000 levels), which `json` reports as RecursionError.
+    """
+    try:
+        return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read") from None
 
 
 def _wire_number(value: Any) -> Any:
@@ -68,10 +76,56 @@ def _decimal_string(value: Any) -> Any:
     return number
 
 
+def _in_utc(value: datetime) -> datetime:
+    """An aware timestamp converted to UTC; one that UTC cannot hold (year 1 at +01:00) is
+    refused here rather than failing the audit insert."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"timestamp {value.isoformat()} is out of range") from None
+
+
+def _canonical_position_symbol(value: str) -> str:
+    """A held symbol must be spelled as orch spells symbols (upper-case, no spaces): a position
+    in `aapl` or `"AAPL "` would not match the universe's `AAPL`, and the full target would be
+    bought again on top of it. Other canonical spellings (`BTC/USD`, an option) are kept: they
+    cannot match a symbol of the universe and are left alone."""
+    canonical = value.isascii() and value.isprintable() and value == value.upper()
+    if not value or not canonical or any(character.isspace() for character in value):
+        raise ValueError(
+            f"position symbol {value[:40]!r} is not in canonical form (upper case, no spaces), "
+            "so it would not match the run's symbols"
+        )
+    return value
+
+
+# The audit columns' limits (models.py), so a value that cannot be stored is a bad payload,
+# refused the same way on SQLite (which would store it) and PostgreSQL (which would not).
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+RETURN_LIMIT = Decimal(10) ** 18  # predicted_return, NUMERIC(36, 18)
+QTY_LIMIT = Decimal(10) ** 18  # quantities, NUMERIC(24, 6)
+PRICE_LIMIT = Decimal(10) ** 14  # prices, NUMERIC(20, 6)
+MODEL_VERSION_LENGTH = 64
+
+
+def _below(limit: Decimal) -> AfterValidator:
+    """A check that a number's size is below `limit` (what its audit column holds)."""
+
+    def check(value: Decimal) -> Decimal:
+        if abs(value) >= limit:
+            raise ValueError(f"{value} is too large to record (limit {limit:.0e})")
+        return value
+
+    return AfterValidator(check)
+
+
 WireDecimal = Annotated[Decimal, BeforeValidator(_wire_number)]
 WireInt = Annotated[int, BeforeValidator(_wire_int)]
 DecimalText = Annotated[Decimal, BeforeValidator(_decimal_string)]
 Symbol = Annotated[str, Field(pattern=SYMBOL_PATTERN)]
+UtcTimestamp = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+Quantity = Annotated[DecimalText, _below(QTY_LIMIT)]
+FillPrice = Annotated[DecimalText, Field(ge=0), _below(PRICE_LIMIT)]
 
 
 def json_number(value: Decimal) -> float | int:
@@ -103,6 +157,20 @@ def _in_unit_range(value: Decimal) -> Decimal:
 
 Weight = Annotated[WireDecimal, AfterValidator(_in_unit_range)]
 
+# A weight from the wire is usually a binary64 float printed in its shortest form: 1/67 is
+# 0.014925373134328358, and 67 of them sum to slightly more than 1. Each weight (|w| <= 1)
+# carries one rounding to binary64 when the service computes it and one when it is printed,
+# each at most 2**-53; WEIGHT_ROUNDING allows four of them (a service may normalise with a few
+# more float operations). A sum of n weights may therefore exceed its limit by n *
+# WEIGHT_ROUNDING (about 9e-14 for 200 weights: a millionth of a cent on $100k) and still
+# be at the limit; anything more is a real excess.
+WEIGHT_ROUNDING = Decimal(2) ** -51
+
+
+def weight_sum_tolerance(count: int) -> Decimal:
+    """How far a sum of `count` weights may pass its limit from float rounding alone."""
+    return count * WEIGHT_ROUNDING
+
 
 class _Wire(BaseModel):
     """Tolerates unknown extra fields from a newer service; required ones must be there."""
@@ -122,17 +190,17 @@ class SignalRequest(BaseModel):
 
 class Signal(_Wire):
     symbol: Symbol
-    predicted_return: WireDecimal
-    rank: WireInt
+    predicted_return: Annotated[WireDecimal, _below(RETURN_LIMIT)]
+    rank: Annotated[WireInt, Field(ge=INT32_MIN, le=INT32_MAX)]
     target_weight: Weight
 
 
 class SignalMetadata(_Wire):
     as_of_date: date
-    model_version: str
+    model_version: str = Field(max_length=MODEL_VERSION_LENGTH)
     strategy: str
     num_signals: WireInt
-    generated_at: datetime
+    generated_at: UtcTimestamp
     top_n: int | None = None
     bottom_n: int | None = None
 
@@ -188,15 +256,22 @@ class OrderDetail(_Wire):
     symbol: str | None = None
     side: str | None = None
     qty: DecimalText | None = None
-    filled_qty: DecimalText | None = None
-    filled_avg_price: DecimalText | None = None
-    filled_at: datetime | None = None
+    filled_qty: Quantity | None = None
+    filled_avg_price: FillPrice | None = None
+    filled_at: UtcTimestamp | None = None
     error_message: str | None = None
+
+    @model_validator(mode="after")
+    def _filled_within_qty(self) -> Self:
+        filled = self.filled_qty
+        if filled is not None and (filled < 0 or (self.qty is not None and filled > self.qty)):
+            raise ValueError(f"filled_qty {filled} is outside 0..qty ({self.qty})")
+        return self
 
 
 class Position(_Wire):
-    symbol: str
-    qty: DecimalText
+    symbol: Annotated[str, AfterValidator(_canonical_position_symbol)]
+    qty: Quantity
 
 
 class PositionsResponse(_Wire):
@@ -310,6 +385,8 @@ class PriceQuote(BaseModel):
     price: Decimal
     timestamp: AwareDatetime
     source: str
+    # The price the quote is checked against (the previous close), when the source has one.
+    reference: Decimal | None = None
 
 
 class PriceBook(BaseModel):

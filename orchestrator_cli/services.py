@@ -26,6 +26,7 @@ class SignalSource(Protocol):
         as_of_date: date | None,
         top_n: int | None = None,
         bottom_n: int | None = None,
+        strategy_id: str | None = None,
     ) -> SignalResponse: ...
 
 

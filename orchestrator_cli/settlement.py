@@ -3,7 +3,8 @@
 An order recorded `planned` or `unknown` may or may not have reached the gateway. The gateway's
 record, looked up by `client_order_id`, settles it: found, its status and fills are taken; not
 found (404), it never arrived. Look-ups go out through a bounded pool like orders do; each answer
-is committed as it comes. An order the gateway cannot be asked about stays as it is.
+is committed as it comes. An order the gateway cannot be asked about, or whose record is
+unusable (a fill outside 0..the order's quantity), stays as it is.
 """
 
 from __future__ import annotations
@@ -43,9 +44,16 @@ class Settlement:
 
         def look_up(row: store.OrderRow) -> OrderDetail | ServiceError | None:
             try:
-                return gateway.get_order(row.client_order_id)
+                answer = gateway.get_order(row.client_order_id)
             except ServiceError as exc:
                 return exc
+            filled = None if answer is None else answer.filled_qty
+            if filled is not None and not 0 <= filled <= row.qty:
+                return ServiceError(
+                    f"the gateway's answer is a bad payload: filled_qty {filled} is outside "
+                    f"0..{row.qty}, the order's quantity"
+                )
+            return answer
 
         never_arrived = []
         workers = min(self._concurrency, len(rows))

@@ -1,15 +1,20 @@
 """Signal Service client: fetch target weights and refuse any payload that breaks the contract.
 
-A bad payload (not JSON, a missing field, a non-finite number, a weight outside [-1, 1], a
-missing, duplicate or unrequested symbol, another date) raises `SignalPayloadError`, so the run
-sends no order at all. Transient failures are retried by the transport; whatever outlasts the
-retries raises `ServiceUnavailableError`, and any other status raises `ServiceError`.
+A bad payload (not JSON, a missing field, a non-finite number, a weight outside [-1, 1], long
+weights summing above 1 or short ones below -1, a value too large for its audit column, a
+timestamp without a zone, a missing, duplicate or unrequested symbol, another date, another
+strategy) raises `SignalPayloadError`, so the run sends no order at all. The request has no
+strategy field: the service serves its own configured strategy and names it in
+`metadata.strategy`, which must be the run's. Transient failures are retried by the
+transport; whatever outlasts the retries raises `ServiceUnavailableError`, and any other
+status raises `ServiceError`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
+from decimal import Decimal
 
 import requests
 from pydantic import ValidationError
@@ -22,11 +27,13 @@ from orchestrator_cli.errors import (
     SignalPayloadError,
 )
 from orchestrator_cli.schemas import (
+    Signal,
     SignalRequest,
     SignalResponse,
     listed_problems,
     parse_json,
     validation_text,
+    weight_sum_tolerance,
 )
 from orchestrator_cli.transport import (
     RETRYABLE_STATUSES,
@@ -64,13 +71,43 @@ def _duplicates_and_strangers(symbols: Sequence[str], requested: set[str]) -> li
     return problems
 
 
+def _exposure_problems(signals: Sequence[Signal]) -> list[str]:
+    """Longs must sum to at most 1 and shorts to at least -1, up to float rounding."""
+    weights = [signal.target_weight for signal in signals]
+    problems = []
+    for side, limit, chosen in (
+        ("long", 1, [w for w in weights if w > 0]),
+        ("short", -1, [w for w in weights if w < 0]),
+    ):
+        total = sum(chosen, Decimal(0))
+        if abs(total) > 1 + weight_sum_tolerance(len(chosen)):
+            problems.append(f"{side} target weights sum to {total}, beyond {limit}")
+    return problems
+
+
+def _strategy_problem(served: str, strategy_id: str) -> str:
+    return (
+        f"metadata.strategy {served[:64]!r} is not the run's strategy {strategy_id!r}: the "
+        f"Signal Service serves its own configured strategy, so run with --strategy "
+        f"{served[:64]} (STRATEGY_ID) or point SIGNAL_SERVICE_URL at the service of "
+        f"{strategy_id}"
+    )
+
+
 def check_signals(
-    response: SignalResponse, requested: Sequence[str], as_of_date: date | None
+    response: SignalResponse,
+    requested: Sequence[str],
+    as_of_date: date | None,
+    strategy_id: str | None = None,
 ) -> list[str]:
-    """Contract problems a schema cannot see: every requested symbol once, the requested date."""
+    """Contract problems a schema cannot see: every requested symbol once, the requested date,
+    the run's strategy (None: any), longs and shorts each summing to at most 1 in size."""
     symbols = [signal.symbol for signal in response.signals]
     wanted = set(requested)
-    problems = _duplicates_and_strangers(symbols, wanted)
+    problems = []
+    if strategy_id is not None and response.metadata.strategy != strategy_id:
+        problems.append(_strategy_problem(response.metadata.strategy, strategy_id))
+    problems += _duplicates_and_strangers(symbols, wanted)
     missing = [symbol for symbol in dict.fromkeys(requested) if symbol not in symbols]
     if missing:
         problems.append(f"no signal for requested symbol(s) {', '.join(missing)}")
@@ -79,6 +116,7 @@ def check_signals(
             f"metadata.as_of_date {response.metadata.as_of_date} differs from the requested "
             f"{as_of_date}"
         )
+    problems += _exposure_problems(response.signals)
     return problems
 
 
@@ -95,8 +133,10 @@ class SignalClient:
         as_of_date: date | None,
         top_n: int | None = None,
         bottom_n: int | None = None,
+        strategy_id: str | None = None,
     ) -> SignalResponse:
-        """Signals for exactly `symbols`; raises SignalPayloadError on any contract breach."""
+        """Signals for exactly `symbols` of `strategy_id` (None: whichever the service serves);
+        raises SignalPayloadError on any contract breach."""
         try:
             request = SignalRequest(
                 symbols=list(symbols), as_of_date=as_of_date, top_n=top_n, bottom_n=bottom_n
@@ -120,7 +160,7 @@ class SignalClient:
             raise self._bad_payload(validation_text(exc)) from exc
         except ValueError as exc:
             raise self._bad_payload(f"body is not valid JSON ({exc})") from exc
-        problems = check_signals(parsed, request.symbols, as_of_date)
+        problems = check_signals(parsed, request.symbols, as_of_date, strategy_id)
         if problems:
             raise self._bad_payload(listed_problems(problems))
         return parsed

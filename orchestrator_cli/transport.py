@@ -85,17 +85,29 @@ def describe_error(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _compact(value: Any) -> str:
-    """Render a JSON error detail (object, list, scalar) as short text."""
+COMPACT_DEPTH = 4
+
+
+def _compact(value: Any, depth: int = 0) -> str:
+    """Render a JSON error detail (object, list, scalar) as short text; levels below
+    COMPACT_DEPTH are `...` (a hostile detail may be nested thousands deep)."""
+    if depth >= COMPACT_DEPTH and isinstance(value, dict | list):
+        return "..."
+    deeper = depth + 1
     if isinstance(value, dict):
-        if "loc" in value and "msg" in value:  # one FastAPI validation error
-            return f"{'.'.join(str(part) for part in value['loc'])}: {value['msg']}"
-        rest = ", ".join(f"{key}={_compact(item)}" for key, item in value.items() if key != "error")
+        if "loc" in value and "msg" in value and isinstance(value["loc"], list):
+            # one FastAPI validation error
+            where = ".".join(_compact(part, deeper) for part in value["loc"])
+            return f"{where}: {_compact(value['msg'], deeper)}"
+        rest = ", ".join(
+            f"{key}={_compact(item, deeper)}" for key, item in value.items() if key != "error"
+        )
         if "error" not in value:
             return rest
-        return f"{value['error']} ({rest})" if rest else str(value["error"])
+        error = _compact(value["error"], deeper)
+        return f"{error} ({rest})" if rest else error
     if isinstance(value, list):
-        return "; ".join(_compact(item) for item in value)
+        return "; ".join(_compact(item, deeper) for item in value)
     return str(value)
 
 
@@ -103,7 +115,7 @@ def response_detail(response: requests.Response) -> str:
     """The service's `detail` (or its body text) as one line of at most ~200 characters."""
     try:
         body = json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to read
         text = response.text
     else:
         detail = body.get("detail", body) if isinstance(body, dict) else body

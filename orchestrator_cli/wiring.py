@@ -144,15 +144,17 @@ def sandbox_state_file(settings: Settings) -> Path:
 def sandboxed(settings: Settings, *, enabled: bool) -> Iterator[Settings]:
     """With `enabled`, serve the simulated services on free loopback ports for the block and
     yield settings pointed at them. PRICE_SOURCE=alpaca reads the sandbox's market data;
-    a file or redis price source is kept as configured."""
+    a file or redis price source is kept as configured. The simulated Signal Service serves
+    the run's own strategy (a real one serves the strategy it is configured for)."""
     if not enabled:
         yield settings
         return
-    from orchestrator_cli.sandbox import Sandbox
+    from orchestrator_cli.sandbox import Sandbox, SandboxFaults
 
     secret = settings.internal_token_secret
     token = settings.gateway_api_token
     with Sandbox(
+        SandboxFaults(signal_strategy=settings.strategy_id),
         state_file=sandbox_state_file(settings),
         auth_secret=secret.get_secret_value() if secret else None,
         bearer_token=token.get_secret_value() if token and not secret else None,

@@ -58,6 +58,7 @@ class FakeSignals:
     def __init__(self, response: SignalResponse | Exception) -> None:
         self.response = response
         self.calls: list[tuple[list[str], date | None]] = []
+        self.strategy_ids: list[str | None] = []
 
     def fetch_signals(
         self,
@@ -66,8 +67,10 @@ class FakeSignals:
         as_of_date: date | None,
         top_n: int | None = None,
         bottom_n: int | None = None,
+        strategy_id: str | None = None,
     ) -> SignalResponse:
         self.calls.append((list(symbols), as_of_date))
+        self.strategy_ids.append(strategy_id)
         if isinstance(self.response, Exception):
             raise self.response
         return self.response

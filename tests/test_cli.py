@@ -146,6 +146,7 @@ def test_unreachable_database_exits_1_with_password_masked(
 
 def test_flag_beats_env_beats_dotenv(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
     Path(".env").write_text("CAPITAL=1000\nMAX_POSITION_SIZE=50000\nSTRATEGY_ID=from_dotenv\n")
+    sandbox.faults.signal_strategy = "from_dotenv"  # the Signal Service serves that strategy
     monkeypatch.setenv("CAPITAL", "2000")
     args = ("run", "--symbols", "AAPL", "--top-n", "1", "--bottom-n", "0", "--json")
     result = invoke(*args, "--capital", "3000")

@@ -407,14 +407,17 @@ def test_file_source_leaves_non_positive_prices_to_check_quote(tmp_path):
     assert source.fetch_prices(["AAPL"], now=NOW).problems == {"AAPL": "price 0 is not positive"}
 
 
-SUFFIX = "; expected symbol,price,timestamp with a timezone"
+SUFFIX = "; expected symbol,price,timestamp[,prev_close] with a timezone"
 
 
 @pytest.mark.parametrize(
     ("text", "line", "problem"),
     [
-        ("AAPL,150\n", 1, "expected 3 fields, got 2"),
-        ("AAPL,150,2024-12-31T14:30:00Z,x\n", 1, "expected 3 fields, got 4"),
+        ("AAPL,150\n", 1, "expected 3 or 4 fields, got 2"),
+        ("AAPL,150,2024-12-31T14:30:00Z,x\n", 1, "prev_close 'x' is not a number"),
+        ("AAPL,150,2024-12-31T14:30:00Z,1,x\n", 1, "expected 3 or 4 fields, got 5"),
+        ("AAPL,150,2024-12-31T14:30:00Z,0\n", 1, "prev_close 0 is outside"),
+        ("AAPL,150,0001-01-01T00:00:00+01:00\n", 1, "is out of range"),
         ("symbol,price,timestamp\n\nAAPL,abc,2024-12-31T14:30:00Z\n", 3, "price 'abc' is not"),
         ("AAPL,,2024-12-31T14:30:00Z\n", 1, "price '' is not a number"),
         ("AAPL,NaN,2024-12-31T14:30:00Z\n", 1, "price 'NaN' is not a finite number"),

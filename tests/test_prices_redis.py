@@ -254,7 +254,7 @@ def settings(**values):
 
 
 def test_build_does_not_contact_redis(session):
-    config = settings(redis_url=DEAD_URL, http_timeout_seconds=0.5)
+    config = settings(redis_url=DEAD_URL, http_timeout_seconds=0.5, max_price_move_pct=None)
     source = build_price_source(config, session=session)  # would raise if it pinged
     assert isinstance(source, RedisPriceSource)
     assert source.name == "redis"
@@ -267,7 +267,12 @@ def test_build_reads_the_configured_database_and_age_limit(session, quotes):
     fresh, stale = quotes.symbol(), quotes.symbol()
     quotes.put(fresh, quote(fresh, seconds_ago=5))
     quotes.put(stale, quote(stale, seconds_ago=11))
-    config = settings(redis_url=REDIS_URL, max_price_age_seconds=10, http_timeout_seconds=1.5)
+    config = settings(
+        redis_url=REDIS_URL,
+        max_price_age_seconds=10,
+        http_timeout_seconds=1.5,
+        max_price_move_pct=None,  # the bare source, not wrapped in the reference check
+    )
     source = build_price_source(config, session=session)
     assert isinstance(source, RedisPriceSource)
     options = source._client.connection_pool.connection_kwargs

@@ -134,6 +134,41 @@ def test_gross_exposure_above_the_limit_refuses_the_whole_plan():
     assert "0.8000x" in violation
 
 
+def equal_weights(longs: int, shorts: int) -> list[tuple[str, str]]:
+    """Weights as a service writes them: 1/n as a binary64 float in its shortest form."""
+    return [(f"L{i}", repr(1 / longs)) for i in range(longs)] + [
+        (f"S{i}", repr(-1 / shorts)) for i in range(shorts)
+    ]
+
+
+@pytest.mark.parametrize(("longs", "shorts"), [(33, 33), (67, 66), (34, 33)])
+def test_equal_weights_at_the_limit_pass_up_to_the_floats_precision(longs, shorts):
+    rows = equal_weights(longs, shorts)
+    prices = dict.fromkeys((symbol for symbol, _ in rows), "10")
+    plans = plan(rows, prices)
+    gross = sum((p.target_dollars for p in plans if p.target_dollars is not None), D(0))
+    assert gross / CAPITAL > 2  # really above 2 in exact decimal arithmetic
+    review = review_plan(plans, limits=Limits(max_gross_exposure=D(2)), capital=CAPITAL)
+    assert review.violations == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "refused"),
+    [
+        pytest.param("0", False, id="exactly-at"),
+        pytest.param("0.00000000000001", False, id="within-precision"),  # < 100 * 2**-51
+        pytest.param("0.000001", True, id="a-millionth-above"),
+        pytest.param("0.001", True, id="a-thousandth-above"),
+    ],
+)
+def test_gross_exposure_just_above_the_limit_by_a_meaningful_amount_is_refused(extra, refused):
+    # 100 longs of 0.01, one of them `extra` more: gross 1 + extra against a limit of 1.
+    rows = [(f"L{i}", "0.01") for i in range(99)] + [("L99", str(D("0.01") + D(extra)))]
+    prices = dict.fromkeys((symbol for symbol, _ in rows), "10")
+    review = reviewed(rows, prices, max_gross_exposure=D(1))
+    assert bool(review.violations) is refused
+
+
 def test_max_orders_per_run_counts_orders_left_after_per_order_limits():
     rows = [("A", "0.2"), ("B", "0.2"), ("C", "0.2")]
     prices = dict.fromkeys("ABC", "100")

@@ -117,15 +117,33 @@ def order_response(record: dict[str, Any], *, created: bool) -> dict[str, Any]:
     return {**{name: record[name] for name in fields}, "message": message}
 
 
-def order_detail(state: SandboxState, client_order_id: str) -> tuple[int, Any]:
-    """`GET /api/v1/orders/{client_order_id}`."""
+def order_detail(
+    state: SandboxState, client_order_id: str, fault: str | None = None
+) -> tuple[int, Any]:
+    """`GET /api/v1/orders/{client_order_id}`; an `order_fault` spoils the answer."""
     record = state.order(client_order_id)
     if record is None:
         return 404, {"detail": f"Order not found: {client_order_id}"}
-    return 200, {**record, "retry_count": 0}
+    detail = {**record, "retry_count": 0}
+    if fault == "filled_qty_above_qty":
+        detail["filled_qty"] = str(int(record["qty"]) + 1)
+    elif fault == "naive_filled_at":
+        detail["filled_at"] = iso_z(utc_now()).removesuffix("Z")
+    return 200, detail
 
 
-def positions(state: SandboxState) -> dict[str, Any]:
+def _spoil_positions(rows: list[dict[str, Any]], fault: str | None) -> None:
+    """Apply a `positions_fault` to every row in place."""
+    for row in rows:
+        if fault == "lowercase_symbol":
+            row["symbol"] = row["symbol"].lower()
+        elif fault == "padded_symbol":
+            row["symbol"] += " "
+        elif fault == "qty_out_of_range":
+            row["qty"] = "1" + "0" * 30
+
+
+def positions(state: SandboxState, fault: str | None = None) -> dict[str, Any]:
     """`GET /api/v1/positions`: open positions only, quantities as signed decimal strings."""
     rows = []
     total_unrealized = Decimal(0)
@@ -151,6 +169,7 @@ def positions(state: SandboxState) -> dict[str, Any]:
                 else iso_z(holding.last_trade_at),
             }
         )
+    _spoil_positions(rows, fault)
     return {
         "positions": rows,
         "total_positions": len(rows),

@@ -31,33 +31,47 @@ def snapshots(
     for symbol in dict.fromkeys(symbols):
         if symbol in faults.missing_price_symbols:
             continue
-        price = state.price_of(symbol)
-        stamp = iso_z(now - STALE_AGE if symbol in faults.stale_price_symbols else now)
-        body[symbol] = {
-            "latestTrade": {
-                "t": stamp,
-                "x": "V",
-                "p": float(price),
-                "s": 100,
-                "c": ["@"],
-                "i": 1,
-                "z": "C",
-            },
-            "latestQuote": {
-                "t": stamp,
-                "ax": "V",
-                "ap": float(price + CENT),
-                "as": 1,
-                "bx": "V",
-                "bp": float(price - CENT),
-                "bs": 1,
-                "c": ["R"],
-                "z": "C",
-            },
-            "dailyBar": _bar(today, price),
-            "prevDailyBar": _bar(today - timedelta(days=1), price),
-        }
+        body[symbol] = _snapshot(symbol, state.price_of(symbol), faults, now, today)
     return 200, body
+
+
+def _snapshot(
+    symbol: str, price: Decimal, faults: SandboxFaults, now: datetime, today: datetime
+) -> dict[str, Any]:
+    """One symbol's snapshot; the previous close is the true price whatever the quote says."""
+    stamp = iso_z(now - STALE_AGE if symbol in faults.stale_price_symbols else now)
+    if symbol in faults.naive_time_symbols:
+        stamp = stamp.removesuffix("Z")
+    quoted = price
+    if symbol in faults.wrong_price_symbols:
+        quoted = max((price / 100).quantize(CENT), 2 * CENT)
+    snapshot = {
+        "latestTrade": {
+            "t": stamp,
+            "x": "V",
+            "p": float(quoted),
+            "s": 100,
+            "c": ["@"],
+            "i": 1,
+            "z": "C",
+        },
+        "latestQuote": {
+            "t": stamp,
+            "ax": "V",
+            "ap": float(quoted + CENT),
+            "as": 1,
+            "bx": "V",
+            "bp": float(quoted - CENT),
+            "bs": 1,
+            "c": ["R"],
+            "z": "C",
+        },
+        "dailyBar": _bar(today, quoted),
+        "prevDailyBar": _bar(today - timedelta(days=1), price),
+    }
+    if symbol in faults.no_reference_symbols:
+        del snapshot["prevDailyBar"]
+    return snapshot
 
 
 def _bar(day: datetime, price: Decimal) -> dict[str, Any]:

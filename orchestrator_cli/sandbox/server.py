@@ -23,7 +23,7 @@ import socketserver
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -43,6 +43,7 @@ from orchestrator_cli.sandbox.state import (
     OrderRefused,
     SandboxFaults,
     SandboxState,
+    deeply_nested_json,
 )
 
 ORDER_PATH = "/api/v1/orders"
@@ -169,11 +170,15 @@ class _Handler(BaseHTTPRequestHandler):
             reply = _Reply(422, {"detail": detail})
         except ValidationError as exc:
             reply = _Reply(422, {"detail": json.loads(exc.json(include_url=False))})
+        if reply.status == 200 and sandbox.faults.nests(url.path):
+            reply = replace(reply, body=deeply_nested_json())
         if reply.drop:
             self.close_connection = True
             return
         sandbox.pause(reply.delay)
-        payload = json.dumps(reply.body).encode()
+        # A body given as bytes is sent as it is (hostile documents json.dumps cannot write).
+        body = reply.body
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(reply.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -191,9 +196,10 @@ class _SignalHandler(_Handler):
         fault = self.server.sandbox.faults.signal_fault
         match request.method, request.path:
             case "POST", "/api/v1/signals/generate":
-                return _Reply(*signal.generate(request.json(), fault))
+                strategy = self.server.sandbox.faults.signal_strategy
+                return _Reply(*signal.generate(request.json(), fault, strategy))
             case "GET", "/health":
-                return _Reply(*signal.health(fault))
+                return _Reply(*signal.health(fault, self.server.sandbox.faults.signal_strategy))
             case "GET", "/ready":
                 return _Reply(*signal.ready(fault))
         return NOT_FOUND
@@ -220,9 +226,10 @@ class _GatewayHandler(_Handler):
             case "POST", "/api/v1/orders":
                 return self._submit(request)
             case "GET", path if path.startswith(ORDER_PATH + "/"):
-                return _Reply(*gateway.order_detail(state, unquote(path[len(ORDER_PATH) + 1 :])))
+                client_order_id = unquote(path[len(ORDER_PATH) + 1 :])
+                return _Reply(*gateway.order_detail(state, client_order_id, faults.order_fault))
             case "GET", "/api/v1/positions":
-                return _Reply(200, gateway.positions(state))
+                return _Reply(200, gateway.positions(state, faults.positions_fault))
             case "GET", "/api/v1/kill-switch/status":
                 return _Reply(200, gateway.kill_switch_status(state, faults))
             case "GET", "/api/v1/config":

@@ -14,11 +14,10 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
-from orchestrator_cli.sandbox.state import iso_z, utc_now
+from orchestrator_cli.sandbox.state import DEFAULT_STRATEGY, iso_z, utc_now
 
 EXCHANGE_TZ = ZoneInfo("America/New_York")
 MODEL_VERSION = "sandbox-1"
-STRATEGY = "alpha_baseline"
 
 
 class SignalForm(BaseModel):
@@ -41,8 +40,9 @@ def predicted_return(symbol: str, as_of: date) -> Decimal:
     return (fraction * Decimal("0.1") - Decimal("0.05")).quantize(Decimal("0.0001"))
 
 
-def generate(body: Any, fault: str | None) -> tuple[int, Any]:
-    """`POST /api/v1/signals/generate`: (HTTP status, JSON body)."""
+def generate(body: Any, fault: str | None, strategy: str = DEFAULT_STRATEGY) -> tuple[int, Any]:
+    """`POST /api/v1/signals/generate`: (HTTP status, JSON body) for the configured
+    `strategy` (the request has no strategy field; the real service serves its own)."""
     if fault == "http_500":
         return 500, {"detail": "Internal server error"}
     if fault == "http_503":
@@ -74,7 +74,7 @@ def generate(body: Any, fault: str | None) -> tuple[int, Any]:
     metadata = {
         "as_of_date": as_of.isoformat(),
         "model_version": MODEL_VERSION,
-        "strategy": STRATEGY,
+        "strategy": strategy,
         "num_signals": len(signals),
         "generated_at": iso_z(utc_now()),
         "top_n": top_n,
@@ -110,16 +110,33 @@ def _break(
     elif fault == "duplicate_symbol":
         signals.append({**first, "rank": len(signals) + 1})
         metadata["num_signals"] = len(signals)
+    else:
+        _break_fit(fault, signals, metadata)
 
 
-def health(fault: str | None) -> tuple[int, Any]:
+def _break_fit(fault: str | None, signals: list[dict[str, Any]], metadata: dict[str, Any]) -> None:
+    """Payloads that pass a loose schema but do not fit orch's contract or audit columns."""
+    first = signals[0]
+    if fault == "rank_out_of_range":
+        first["rank"] = 2**31  # one above a 32-bit INTEGER
+    elif fault == "return_out_of_range":
+        first["predicted_return"] = 1e30
+    elif fault == "naive_generated_at":
+        metadata["generated_at"] = metadata["generated_at"].removesuffix("Z")
+    elif fault == "long_model_version":
+        metadata["model_version"] = "v" * 65
+    elif fault == "longs_above_one":
+        signals[-1]["target_weight"] = 0.5  # on top of longs that already sum to 1
+
+
+def health(fault: str | None, strategy: str = DEFAULT_STRATEGY) -> tuple[int, Any]:
     """`GET /health`: 200 while the model is loaded; the `http_503` fault unloads it."""
     loaded = fault != "http_503"
     body = {
         "status": "healthy" if loaded else "unhealthy",
         "service": "signal_service",
         "model_loaded": loaded,
-        "model_info": {"version": MODEL_VERSION, "strategy": STRATEGY} if loaded else None,
+        "model_info": {"version": MODEL_VERSION, "strategy": strategy} if loaded else None,
         "redis_status": "disabled",
         "feature_cache_enabled": False,
         "timestamp": iso_z(utc_now()),

@@ -35,8 +35,23 @@ SIGNAL_FAULTS = frozenset(
         "duplicate_symbol",
         "http_500",
         "http_503",
+        "rank_out_of_range",
+        "return_out_of_range",
+        "naive_generated_at",
+        "long_model_version",
+        "longs_above_one",
     }
 )
+# Hostile answers of the gateway's read endpoints (each one a bad payload for orch).
+POSITIONS_FAULTS = frozenset({"lowercase_symbol", "padded_symbol", "qty_out_of_range"})
+ORDER_FAULTS = frozenset({"filled_qty_above_qty", "naive_filled_at"})
+# The string faults whose value is one of a fixed set.
+FAULT_CHOICES = {
+    "signal_fault": SIGNAL_FAULTS,
+    "positions_fault": POSITIONS_FAULTS,
+    "order_fault": ORDER_FAULTS,
+}
+DEFAULT_STRATEGY = "alpha_baseline"
 DEFAULT_PRICES = {
     symbol: Decimal(price)
     for symbol, price in {
@@ -73,8 +88,21 @@ class SandboxFaults:
     kill_switch_engaged: bool = False
     kill_switch_after_orders: int | None = None
     signal_fault: str | None = None
+    # The strategy the Signal Service is configured to serve (named in metadata.strategy).
+    signal_strategy: str = DEFAULT_STRATEGY
     missing_price_symbols: set[str] = field(default_factory=set)
     stale_price_symbols: set[str] = field(default_factory=set)
+    # Quotes and trades stamped without a timezone.
+    naive_time_symbols: set[str] = field(default_factory=set)
+    # Quoted at 1/100 of their price (a corrupt quote); the previous close stays true.
+    wrong_price_symbols: set[str] = field(default_factory=set)
+    # Snapshots without prevDailyBar (no reference price).
+    no_reference_symbols: set[str] = field(default_factory=set)
+    # Paths whose 200 answer is replaced by JSON nested far deeper than any parser allows;
+    # an entry also covers the paths below it (`/api/v1/orders` covers each order's look-up).
+    nested_json_paths: set[str] = field(default_factory=set)
+    positions_fault: str | None = None
+    order_fault: str | None = None
     gateway_dry_run: bool = False
     gateway_health: str = "healthy"
     max_position_shares: int = 1000
@@ -94,9 +122,17 @@ class SandboxFaults:
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["missing_price_symbols"] = sorted(self.missing_price_symbols)
-        data["stale_price_symbols"] = sorted(self.stale_price_symbols)
+        for name, value in data.items():
+            if isinstance(value, set):
+                data[name] = sorted(value)
         return data
+
+    def nests(self, path: str) -> bool:
+        """Whether the answer at `path` is to be replaced by deeply nested JSON."""
+        return any(
+            path == nested or path.startswith(nested.rstrip("/") + "/")
+            for nested in self.nested_json_paths
+        )
 
 
 def _bad_fault(name: str, value: Any) -> ValueError:
@@ -128,7 +164,7 @@ def _float_fault(name: str, value: Any) -> float:
 
 
 def _str_fault(name: str, value: Any) -> str:
-    if isinstance(value, str) and (name != "signal_fault" or value in SIGNAL_FAULTS):
+    if isinstance(value, str) and (name not in FAULT_CHOICES or value in FAULT_CHOICES[name]):
         return value
     raise _bad_fault(name, value)
 
@@ -189,6 +225,14 @@ class OrderRefused(Exception):
         super().__init__(f"HTTP {status}: {detail}")
         self.status = status
         self.detail = detail
+
+
+NESTING_DEPTH = 100_000
+
+
+def deeply_nested_json(depth: int = NESTING_DEPTH) -> bytes:
+    """A valid JSON document nested `depth` lists deep (Python's parser stops near 1,000)."""
+    return b'{"detail": ' + b"[" * depth + b"]" * depth + b"}"
 
 
 def utc_now() -> datetime:
