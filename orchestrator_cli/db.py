@@ -11,14 +11,9 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import alembic.command
-import alembic.config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,6 +21,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from orchestrator_cli.config import Settings, mask_url
 from orchestrator_cli.errors import ConfigError, DatabaseError, DatabaseNotMigratedError
 
+if TYPE_CHECKING:
+    import alembic.config
+
+# The newest migration this version of orch ships. Alembic is imported only to migrate, so
+# every other command checks the database against this constant (tests/test_migrations.py
+# checks it against the migrations folder).
+HEAD_REVISION = "0005"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT_SECONDS = 10
 
@@ -106,6 +108,8 @@ def migrations_dir() -> Path:
 
 def alembic_config(connection: Connection) -> alembic.config.Config:
     """An Alembic config that needs no ini file and migrates over `connection`."""
+    import alembic.config
+
     config = alembic.config.Config()
     # The value goes through ConfigParser interpolation: a literal % must be doubled.
     config.set_main_option("script_location", str(migrations_dir()).replace("%", "%%"))
@@ -131,7 +135,14 @@ def _reaching(engine: Engine) -> Iterator[None]:
 
 
 def _revision(connection: Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
+    """The `alembic_version` row, read without importing Alembic; None before any migration."""
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    versions = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
+    found = list(versions)
+    if len(found) > 1:
+        raise DatabaseError(f"the database has several migration heads: {', '.join(found)}")
+    return found[0] if found else None
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -142,14 +153,14 @@ def current_revision(engine: Engine) -> str | None:
 
 def head_revision() -> str:
     """The newest migration this version of `orch` ships."""
-    head = ScriptDirectory(str(migrations_dir())).get_current_head()
-    if head is None:
-        raise RuntimeError(f"no migrations found in {migrations_dir()}")
-    return head
+    return HEAD_REVISION
 
 
 def upgrade_database(engine: Engine) -> tuple[str | None, str]:
     """Migrate to head in one transaction; returns (revision before, revision after)."""
+    import alembic.command
+    from alembic.util import CommandError
+
     with _reaching(engine), engine.begin() as connection:
         before = _revision(connection)
         try:

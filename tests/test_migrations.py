@@ -40,6 +40,26 @@ def tables(engine) -> set[str]:
     return set(inspect(engine).get_table_names()) - {"alembic_version"}
 
 
+def test_the_head_revision_orch_checks_against_is_the_newest_migration():
+    from alembic.script import ScriptDirectory
+
+    assert ScriptDirectory(str(db.migrations_dir())).get_current_head() == db.HEAD_REVISION
+
+
+def test_commands_that_do_not_migrate_never_import_alembic(tmp_path):
+    code = (
+        "import sys\n"
+        "from orchestrator_cli import db\n"
+        f"engine = db.make_engine('sqlite:///{tmp_path}/x.db')\n"
+        "db.upgrade_database(engine)\n"
+        "for name in [m for m in sys.modules if m.startswith('alembic')]:\n"
+        "    del sys.modules[name]\n"
+        "db.prepare_database(engine)\n"
+        "assert not any(m.startswith('alembic') for m in sys.modules), 'alembic imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
 def test_upgrade_check_downgrade_and_upgrade_again(empty_engine):
     head = db.head_revision()
     assert db.upgrade_database(empty_engine) == (None, head)
