@@ -278,6 +278,14 @@ def run(
             help="Send no new order after this long (env RUN_DEADLINE_SECONDS, 300).",
         ),
     ] = None,
+    gateway_max_orders_per_minute: Annotated[
+        str | None,
+        typer.Option(
+            "--max-orders-per-minute",
+            help="Pace order submissions to at most this many a minute "
+            "(env GATEWAY_MAX_ORDERS_PER_MINUTE, off).",
+        ),
+    ] = None,
     sandbox: Annotated[
         bool,
         typer.Option(

@@ -5,6 +5,9 @@ becomes a `SubmitOutcome`. A failure is never called a rejection: an order that 
 the gateway is UNKNOWN (settled later with `get_order`), and NOT_SENT is kept for the cases
 where no attempt can have created it (connection refused, rate limited). The read endpoints
 raise `ServiceError` / `ServiceUnavailableError` instead.
+
+Order submissions are paced (`GATEWAY_MAX_ORDERS_PER_MINUTE`) through the transport's shared
+gate, which a 429 holds for every request to the gateway.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from orchestrator_cli.config import mask_url
 from orchestrator_cli.errors import ServiceError, ServiceUnavailableError
+from orchestrator_cli.pacing import NotAdmittedError
 from orchestrator_cli.schemas import (
     GatewayConfig,
     GatewayHealth,
@@ -99,6 +103,42 @@ def assess_safety(kill_switch: KillSwitchStatus, health: GatewayHealth) -> Safet
     return Safety(tuple(problems), tuple(warnings))
 
 
+def settle_hint(order: OrderRequest) -> str:
+    return f"the order may exist: settle it with GET {ORDERS_PATH}/{order.client_order_id}"
+
+
+def rate_limited(detail: str, attempts: str, *, deadline: bool) -> str:
+    """Why an order the gateway kept answering 429 was not sent (it created no order)."""
+    late = " before the run deadline (RUN_DEADLINE_SECONDS)" if deadline else ""
+    return (
+        f"rate limited by the gateway (HTTP 429){attempts}: {detail}; the order was not "
+        f"created: the gateway did not let it through{late}; `orch runs resume` sends it later"
+    )
+
+
+def not_admitted(order: OrderRequest, exc: NotAdmittedError) -> SubmitOutcome:
+    """No attempt started: its turn at the shared gate came after the run deadline."""
+    if exc.reason == "pacing":
+        why = (
+            "GATEWAY_MAX_ORDERS_PER_MINUTE leaves it no slot before the run deadline "
+            "(RUN_DEADLINE_SECONDS)"
+        )
+    elif exc.reason == "backoff":
+        why = (
+            f"the gateway rate-limited orch (HTTP 429) and its Retry-After ({exc.wait:.0f}s "
+            "from now) reaches past the run deadline (RUN_DEADLINE_SECONDS)"
+        )
+    else:
+        why = "orch stopped sending while it waited for its turn at the gateway"
+    return SubmitOutcome(
+        client_order_id=order.client_order_id,
+        kind=OutcomeKind.NOT_SENT,
+        order_status="not_sent",
+        message=f"not sent: {why}; `orch runs resume` sends it later",
+        sent=False,
+    )
+
+
 class _DeliveryLog:
     """Watches every attempt of one submission (the transport returns only the last).
 
@@ -147,16 +187,15 @@ class GatewayClient:
         log = _DeliveryLog()
         try:
             response = self._http.request(
-                "POST", ORDERS_PATH, json_body=order.wire(), observe=log.note
+                "POST", ORDERS_PATH, json_body=order.wire(), observe=log.note, paced=True
             )
         except requests.RequestException as exc:
             return self._transport_outcome(order, exc, log)
+        except NotAdmittedError as exc:
+            return not_admitted(order, exc)
         if response.status_code == 200:
             return self._acknowledged(order, response)
         return self._refused_or_unknown(order, response, log)
-
-    def _settle_hint(self, order: OrderRequest) -> str:
-        return f"the order may exist: settle it with GET {ORDERS_PATH}/{order.client_order_id}"
 
     def _transport_outcome(
         self, order: OrderRequest, exc: requests.RequestException, log: _DeliveryLog
@@ -176,7 +215,7 @@ class GatewayClient:
             kind=OutcomeKind.UNKNOWN,
             order_status="unknown",
             message=f"no answer from the {self._service} ({reason}){log.after()}; "
-            f"{self._settle_hint(order)}",
+            f"{settle_hint(order)}",
         )
 
     def _acknowledged(self, order: OrderRequest, response: requests.Response) -> SubmitOutcome:
@@ -205,7 +244,7 @@ class GatewayClient:
             kind=OutcomeKind.UNKNOWN,
             order_status="unknown",
             message=f"the {self._service} answered HTTP 200 with an unusable body: {problem}; "
-            f"{self._settle_hint(order)}",
+            f"{settle_hint(order)}",
             http_status=200,
         )
 
@@ -219,7 +258,7 @@ class GatewayClient:
             kind, order_status = OutcomeKind.UNKNOWN, "unknown"
             message = (
                 f"the {self._service} answered HTTP {status}{log.after()}: {detail}, but an "
-                f"earlier attempt may have reached it; {self._settle_hint(order)}"
+                f"earlier attempt may have reached it; {settle_hint(order)}"
             )
         return SubmitOutcome(
             client_order_id=order.client_order_id,
@@ -256,15 +295,11 @@ class GatewayClient:
             halted = "blocked_circuit_breaker" if breaker else "blocked_kill_switch"
             return OutcomeKind.BLOCKED, halted, detail, True
         if status == 429:
-            message = (
-                f"rate limited by the gateway (HTTP 429){log.after()}: {detail}; "
-                "the order was not created: re-run later to send it"
-            )
+            message = rate_limited(detail, log.after(), deadline=self._http.deadline is not None)
             return OutcomeKind.NOT_SENT, "not_sent", message, False
         retried = log.after() if status in RETRYABLE_STATUSES else ""
         message = (
-            f"the {self._service} answered HTTP {status}{retried}: {detail}; "
-            f"{self._settle_hint(order)}"
+            f"the {self._service} answered HTTP {status}{retried}: {detail}; {settle_hint(order)}"
         )
         return OutcomeKind.UNKNOWN, "unknown", message, False
 
@@ -329,6 +364,8 @@ class GatewayClient:
             raise self._unavailable(
                 path, describe_error(exc), self._http.attempts_text(exc)
             ) from exc
+        except NotAdmittedError as exc:  # a 429 holds the gateway past the run deadline
+            raise self._unavailable(path, f"not sent ({exc})", "") from exc
 
     def _parse(self, model: type[ModelT], path: str, response: requests.Response) -> ModelT:
         """The 200 body of GET `path` as `model`; any other status raises."""

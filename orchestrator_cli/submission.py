@@ -73,16 +73,20 @@ class Submitter:
         if not self._halt.is_set():
             self._halt_reason = reason
             self._halt.set()
+            self._services.stop_waiting()
+
+    def _blocked(self, order: OrderRequest) -> SubmitOutcome:
+        return SubmitOutcome(
+            client_order_id=order.client_order_id,
+            kind=OutcomeKind.BLOCKED,
+            order_status="blocked",
+            message=f"not sent: {self._halt_reason or 'trading halted'}",
+            sent=False,
+        )
 
     def _send_one(self, order: OrderRequest) -> SubmitOutcome:
         if self._halt.is_set():
-            return SubmitOutcome(
-                client_order_id=order.client_order_id,
-                kind=OutcomeKind.BLOCKED,
-                order_status="blocked",
-                message=f"not sent: {self._halt_reason or 'trading halted'}",
-                sent=False,
-            )
+            return self._blocked(order)
         deadline = self._execution.deadline
         if deadline is not None and time.monotonic() >= deadline:
             return SubmitOutcome(
@@ -95,6 +99,8 @@ class Submitter:
         outcome = self._services.gateway.submit_order(order)
         if outcome.stops_run:
             self._stop(outcome.message or outcome.order_status)
+        elif outcome.kind is OutcomeKind.NOT_SENT and self._halt.is_set():
+            return self._blocked(order)  # it gave up waiting for its turn when the run halted
         return outcome
 
     def _send_wave(self, orders: list[PendingOrder], *, done: int, total: int) -> int:

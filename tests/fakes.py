@@ -34,6 +34,21 @@ NOW = datetime(2024, 12, 31, 14, 31, tzinfo=UTC)
 AS_OF = date(2024, 12, 31)
 
 
+class FakeClock:
+    """A monotonic clock that only its own `sleep` moves: every wait is recorded, none is real."""
+
+    def __init__(self, sleeps: list[float] | None = None, start: float = 1000.0) -> None:
+        self.now = start
+        self.sleeps = [] if sleeps is None else sleeps
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 def signals_of(*rows: tuple[str, str]) -> SignalResponse:
     signals = [
         Signal(

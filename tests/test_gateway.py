@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import requests
 import responses
+from fakes import FakeClock
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from orchestrator_cli.errors import ServiceError, ServiceUnavailableError
@@ -69,14 +70,19 @@ def add_reply(rsps, method: str, url: str, reply: Any) -> None:
         rsps.add(method, url, status=status, json=body, headers=headers)
 
 
-def make_client(sleeps: list[float], session: requests.Session, base: str = BASE) -> GatewayClient:
+def make_client(
+    sleeps: list[float], session: requests.Session, base: str = BASE, **changes: Any
+) -> GatewayClient:
+    clock = FakeClock(sleeps)
     http = HttpClient(
         service="Execution Gateway",
         base_url=base,
         timeout=5,
         max_attempts=3,
         session=session,
-        sleep=sleeps.append,
+        sleep=clock.sleep,
+        clock=clock,
+        **changes,
     )
     return GatewayClient(http)
 
@@ -223,7 +229,8 @@ LIMIT = {"error": "Position limit exceeded", "symbol": "AAPL", "limit": 1000, "r
             "not_sent",
             429,
             "rate limited by the gateway (HTTP 429) after 3 attempts: Rate limit exceeded; "
-            "the order was not created: re-run later to send it",
+            "the order was not created: the gateway did not let it through; `orch runs resume` "
+            "sends it later",
             id="429-after-retries",
         ),
         pytest.param(

@@ -1,0 +1,58 @@
+"""A run meeting the gateway's halts and waits, with fake services and a real database: a halt
+stops the requests waiting for their turn."""
+
+from __future__ import annotations
+
+import threading
+
+from fakes import (
+    FakeGateway,
+    FakePrices,
+    FakeSignals,
+    make_request,
+    services_for,
+    signals_of,
+)
+
+from orchestrator_cli.runner import execute_run
+from orchestrator_cli.schemas import OrderRequest, OutcomeKind, SubmitOutcome
+
+
+def by_symbol(result):
+    return {m.symbol: m for m in result.mappings}
+
+
+class WaitingGateway(FakeGateway):
+    """GOOGL's request waits at the gateway's gate until the run stops waiting."""
+
+    def __init__(self) -> None:
+        super().__init__(answers={"MSFT": "kill_switch"})
+        self.stopped = threading.Event()
+
+    def submit_order(self, order: OrderRequest) -> SubmitOutcome:
+        if order.symbol != "GOOGL":
+            return super().submit_order(order)
+        assert self.stopped.wait(10), "the halt did not stop the waiting request"
+        return SubmitOutcome(
+            client_order_id=order.client_order_id,
+            kind=OutcomeKind.NOT_SENT,
+            order_status="not_sent",
+            message="not sent: orch stopped sending while it waited",
+            sent=False,
+        )
+
+
+def test_a_halt_stops_requests_waiting_for_their_turn_and_records_them_blocked(
+    session_factory,
+):
+    gateway = WaitingGateway()
+    signals = FakeSignals(signals_of(("AAPL", "0.2"), ("MSFT", "0.2"), ("GOOGL", "0.2")))
+    prices = FakePrices({"AAPL": "100", "MSFT": "100", "GOOGL": "100"})
+    services = services_for(session_factory, signals, gateway, prices)
+    services.stop_waiting = gateway.stopped.set
+    request = make_request(["AAPL", "MSFT", "GOOGL"], order_concurrency=3)
+    rows = by_symbol(execute_run(request, services).result)
+    assert rows["AAPL"].order_status == "accepted"
+    assert rows["MSFT"].order_status == "blocked_kill_switch"
+    assert rows["GOOGL"].order_status == "blocked"
+    assert "Kill-switch" in (rows["GOOGL"].detail or "")
