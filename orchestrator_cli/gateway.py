@@ -6,8 +6,11 @@ the gateway is UNKNOWN (settled later with `get_order`), and NOT_SENT is kept fo
 where no attempt can have created it (connection refused, rate limited). The read endpoints
 raise `ServiceError` / `ServiceUnavailableError` instead.
 
-Order submissions are paced (`GATEWAY_MAX_ORDERS_PER_MINUTE`) through the transport's shared
-gate, which a 429 holds for every request to the gateway.
+Halts are this gateway's words, classified here (`halt_status`): a 503 that names the kill
+switch or the circuit breaker (any spelling), says fail-closed (in its text or a `fail_closed`
+flag) or that a safety state is unavailable refused the order without creating it, and asking
+again cannot help. Order submissions are paced (`GATEWAY_MAX_ORDERS_PER_MINUTE`) through the
+transport's shared gate.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from urllib.parse import quote
 import requests
 from pydantic import BaseModel, ValidationError
 
+from orchestrator_cli import halts
 from orchestrator_cli.config import mask_url
 from orchestrator_cli.errors import ServiceError, ServiceUnavailableError
 from orchestrator_cli.pacing import NotAdmittedError
@@ -55,21 +59,26 @@ CONFIG_PATH = "/api/v1/config"
 # Starlette's answer for a path it has no route for: a wrong base URL, not a missing order.
 NO_ROUTE_DETAIL = "Not Found"
 
-HALT_MARKERS = ("kill-switch", "kill switch", "circuit breaker")
-
 ModelT = TypeVar("ModelT", bound=BaseModel)
 GatewayMode = Literal["live", "paper", "dry_run"]
 
 
-def is_halt_response(response: requests.Response) -> bool:
-    """True for a 503 that reports an engaged kill switch or tripped circuit breaker.
+def halt_status(response: requests.Response) -> str | None:
+    """The blocked status a halting 503 means, or None for any other answer.
 
-    Asking again cannot help, so the transport does not retry it and the run stops.
+    `blocked_kill_switch` when it names the kill switch (engaged or its state unavailable),
+    `blocked_circuit_breaker` for the circuit breaker (tripped or its state unavailable),
+    `blocked` for any other fail-closed refusal (e.g. position-reservation state unavailable).
+    A 503 that says none of these (`Broker unavailable`) is transient.
     """
     if response.status_code != 503:
-        return False
-    text = response.text.lower()
-    return any(marker in text for marker in HALT_MARKERS)
+        return None
+    return halts.halt_status(response.content)
+
+
+def is_halt_response(response: requests.Response) -> bool:
+    """True for a 503 that halts trading: the transport does not retry it and the run stops."""
+    return halt_status(response) is not None
 
 
 def gateway_mode(config: GatewayConfig) -> GatewayMode:
@@ -91,7 +100,11 @@ class Safety:
 
 
 def assess_safety(kill_switch: KillSwitchStatus, health: GatewayHealth) -> Safety:
-    """Kill switch and health body (the endpoint answers 200 even when unhealthy)."""
+    """Kill switch and health body (the endpoint answers 200 even when unhealthy).
+
+    `degraded` is a warning unless the body names a safety component that fails closed (see
+    `halts`): then every order would be refused, so the run is.
+    """
     problems = []
     warnings = []
     if kill_switch.state == "ENGAGED":
@@ -99,7 +112,14 @@ def assess_safety(kill_switch: KillSwitchStatus, health: GatewayHealth) -> Safet
     if health.status == "unhealthy":
         problems.append("the gateway reports itself unhealthy (GET /health)")
     elif health.status == "degraded":
-        warnings.append("the gateway reports itself degraded (GET /health); going ahead")
+        named = halts.fail_closed_components(health.model_dump(mode="json"))
+        if named:
+            problems.append(
+                "the gateway reports itself degraded with a safety component failing closed "
+                f"({halts.describe(named)}) (GET /health): it would refuse every order"
+            )
+        else:
+            warnings.append("the gateway reports itself degraded (GET /health); going ahead")
     return Safety(tuple(problems), tuple(warnings))
 
 
@@ -290,9 +310,8 @@ class GatewayClient:
                 "check the service credentials; no further order is sent"
             )
             return OutcomeKind.BLOCKED, "blocked", message, True
-        if is_halt_response(response):
-            breaker = "circuit breaker" in response.text.lower()
-            halted = "blocked_circuit_breaker" if breaker else "blocked_kill_switch"
+        halted = halt_status(response)
+        if halted is not None:  # a refusal in the gateway's own words: no order was created
             return OutcomeKind.BLOCKED, halted, detail, True
         if status == 429:
             message = rate_limited(detail, log.after(), deadline=self._http.deadline is not None)
@@ -323,7 +342,9 @@ class GatewayClient:
         return gateway_mode(self.get_config())
 
     def safety(self) -> Safety:
-        """Kill switch and health as one answer; a 503 kill-switch state raises ServiceError."""
+        """Kill switch and health as one answer; a 503 kill-switch state raises ServiceError.
+        The circuit breaker is not read: its status endpoint refuses this service (403), so a
+        tripped one shows only in order answers."""
         return assess_safety(self.get_kill_switch(), self.get_health())
 
     # --- state ----------------------------------------------------------------------------

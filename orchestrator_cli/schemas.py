@@ -204,6 +204,10 @@ class PositionsResponse(_Wire):
 
 
 class GatewayHealth(_Wire):
+    """`GET /health`; the other fields are kept: a degraded body may name what fails closed."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
     status: Literal["healthy", "degraded", "unhealthy"]
     dry_run: bool | None = None
     database_connected: bool | None = None

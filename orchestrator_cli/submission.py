@@ -43,7 +43,11 @@ class PendingOrder:
 
 
 class Submitter:
-    """Sends orders of one run; the first halting answer stops every order not yet sent."""
+    """Sends orders of one run; the first halting answer stops every order not yet sent.
+
+    The first order goes out alone and is answered before any other is sent: a gateway that
+    is halted or failing closed from the start meets exactly one order, not a whole pool's.
+    """
 
     def __init__(self, run_id: uuid.UUID, services: RunServices, execution: Execution) -> None:
         self.run_id = run_id
@@ -51,6 +55,7 @@ class Submitter:
         self._execution = execution
         self._halt = threading.Event()
         self._halt_reason = ""
+        self._first_answered = False
 
     def submit(self, orders: Sequence[PendingOrder]) -> None:
         """Position-reducing orders first, all answered, then the ones that add exposure.
@@ -104,11 +109,19 @@ class Submitter:
         return outcome
 
     def _send_wave(self, orders: list[PendingOrder], *, done: int, total: int) -> int:
+        """Send concurrently (bounded pool), the run's first order alone before the rest."""
+        if orders and not self._first_answered:
+            done = self._send_batch(orders[:1], done=done, total=total)
+            self._first_answered = True
+            orders = orders[1:]
+        return self._send_batch(orders, done=done, total=total)
+
+    def _send_batch(self, orders: list[PendingOrder], *, done: int, total: int) -> int:
         """Send concurrently (bounded pool); record each outcome as it arrives.
 
-        The first answer that halts trading (kill switch, circuit breaker, authentication)
-        stops every order not yet sent; those are recorded as blocked. A database failure
-        stops sending too: what is already out is in the recorded plan.
+        The first answer that halts trading (kill switch, circuit breaker, fail-closed state,
+        authentication) stops every order not yet sent; those are recorded as blocked. A
+        database failure stops sending too: what is already out is in the recorded plan.
         """
         if not orders:
             return done

@@ -1,5 +1,8 @@
 """The gateway client against the real gateway's safety words: orders the rate limit or pacing
-keeps back until the run deadline."""
+keeps back until the run deadline, fail-closed 503s and health bodies naming a fail-closed
+component."""
+
+import json
 
 import pytest
 import requests
@@ -7,9 +10,12 @@ import responses
 from test_gateway import (
     ACCEPTED,
     BASE,
+    BLOCKED,
+    KILL_SWITCH_URL,
     NOT_SENT,
     ORDER,
     ORDERS_URL,
+    UNKNOWN,
     ack,
     add_reply,
     make_client,
@@ -84,3 +90,134 @@ def test_a_read_held_back_past_the_deadline_is_unavailable_without_a_request(rsp
     )
     assert len(rsps.calls) == 0
     assert sleeps == []
+
+
+# --- fail-closed halts, the real gateway's words ----------------------------------------------
+
+BREAKER_MISSING = "Circuit-breaker state unavailable (fail-closed for safety)"
+RESERVATION_MISSING = "Position-reservation state unavailable (fail-closed for safety)"
+KILL_SWITCH_MISSING = {
+    "error": "Kill-switch unavailable",
+    "message": "Kill-switch state could not be read",
+    "fail_closed": True,
+}
+
+
+@pytest.mark.parametrize(
+    ("body", "order_status", "message"),
+    [
+        pytest.param(
+            {"detail": BREAKER_MISSING}, "blocked_circuit_breaker", BREAKER_MISSING, id="breaker"
+        ),
+        pytest.param({"detail": RESERVATION_MISSING}, "blocked", RESERVATION_MISSING, id="resv"),
+        pytest.param(
+            KILL_SWITCH_MISSING,
+            "blocked_kill_switch",
+            "Kill-switch unavailable (message=Kill-switch state could not be read, "
+            "fail_closed=True)",
+            id="kill-switch-json",
+        ),
+        pytest.param(
+            {"detail": {"error": "Safety state lost", "fail_closed": True}},
+            "blocked",
+            "Safety state lost (fail_closed=True)",
+            id="flag-only",
+        ),
+        pytest.param(
+            {"detail": "kill_switch engaged"}, "blocked_kill_switch", None, id="underscores"
+        ),
+        pytest.param(
+            {"detail": "circuit_breaker open"}, "blocked_circuit_breaker", None, id="breaker_"
+        ),
+        pytest.param({"detail": "Trading FAIL CLOSED"}, "blocked", None, id="fail-closed-text"),
+    ],
+)
+def test_a_fail_closed_503_is_a_halt_sent_once_in_the_gateways_words(
+    rsps, gateway, sleeps, body, order_status, message
+):
+    add_reply(rsps, responses.POST, ORDERS_URL, (503, body))
+    outcome = gateway.submit_order(ORDER)
+    assert (outcome.kind, outcome.order_status, outcome.http_status) == (
+        BLOCKED,
+        order_status,
+        503,
+    )
+    assert outcome.stops_run is True
+    if message is not None:
+        assert outcome.message == message
+    assert len(rsps.calls) == 1  # never retried: asking again cannot help
+    assert sleeps == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"detail": "Broker unavailable"},
+        {"detail": "Broker unavailable", "fail_closed": False},
+        {"detail": "Service temporarily unavailable"},
+    ],
+)
+def test_a_503_that_names_no_halt_is_retried_as_transient(rsps, gateway, body):
+    for _ in range(3):
+        add_reply(rsps, responses.POST, ORDERS_URL, (503, body))
+    outcome = gateway.submit_order(ORDER)
+    assert (outcome.kind, outcome.order_status) == (UNKNOWN, "unknown")
+    assert outcome.stops_run is False
+    assert len(rsps.calls) == 3
+
+
+@pytest.mark.parametrize(
+    ("health", "problem"),
+    [
+        pytest.param(
+            {
+                "status": "degraded",
+                "database_connected": True,
+                "circuit_breaker_available": False,
+                "message": BREAKER_MISSING,
+            },
+            "circuit_breaker_available=false; message=" + json.dumps(BREAKER_MISSING),
+            id="breaker-flag-and-message",
+        ),
+        pytest.param(
+            {"status": "degraded", "checks": {"kill_switch": {"connected": False}}},
+            "checks.kill_switch.connected=false",
+            id="nested-flag",
+        ),
+        pytest.param(
+            {"status": "degraded", "position_reservation": "unavailable"},
+            'position_reservation="unavailable"',
+            id="component-text",
+        ),
+        pytest.param(
+            {"status": "degraded", "components": {"redis": {"fail_closed": True}}},
+            "components.redis.fail_closed=true",
+            id="fail-closed-flag",
+        ),
+    ],
+)
+def test_a_degraded_health_naming_a_fail_closed_component_refuses(rsps, gateway, health, problem):
+    add_reply(rsps, responses.GET, KILL_SWITCH_URL, (200, {"state": "ACTIVE"}))
+    add_reply(rsps, responses.GET, f"{BASE}/health", (200, health))
+    safety = gateway.safety()
+    assert safety.problems == (
+        "the gateway reports itself degraded with a safety component failing closed "
+        f"({problem}) (GET /health): it would refuse every order",
+    )
+    assert safety.warnings == ()
+
+
+@pytest.mark.parametrize(
+    "health",
+    [
+        {"status": "degraded", "database_connected": True, "alpaca_connected": False},
+        {"status": "degraded", "circuit_breaker_enabled": False, "fail_closed": False},
+        {"status": "healthy", "circuit_breaker": {"fail_closed_policy": "on"}},
+    ],
+)
+def test_a_health_body_naming_no_fail_closed_component_only_warns(rsps, gateway, health):
+    add_reply(rsps, responses.GET, KILL_SWITCH_URL, (200, {"state": "ACTIVE"}))
+    add_reply(rsps, responses.GET, f"{BASE}/health", (200, health))
+    safety = gateway.safety()
+    assert safety.problems == ()
+    assert len(safety.warnings) == (health["status"] == "degraded")

@@ -1,5 +1,5 @@
 """A run meeting the gateway's halts and waits, with fake services and a real database: a halt
-stops the requests waiting for their turn."""
+stops the requests waiting for their turn, and the first order goes alone."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from fakes import (
     FakePrices,
     FakeSignals,
     make_request,
+    run,
     services_for,
     signals_of,
 )
@@ -56,3 +57,21 @@ def test_a_halt_stops_requests_waiting_for_their_turn_and_records_them_blocked(
     assert rows["MSFT"].order_status == "blocked_kill_switch"
     assert rows["GOOGL"].order_status == "blocked"
     assert "Kill-switch" in (rows["GOOGL"].detail or "")
+
+
+def test_the_first_order_goes_alone_so_a_halted_gateway_meets_only_one(session_factory):
+    symbols = ["AAPL", "MSFT", "GOOGL", "AMZN", "TSLA"]
+    gateway = FakeGateway(answers=dict.fromkeys(symbols, "kill_switch"))
+    gateway.latency = 0.01  # the others would be in flight by now if they went out together
+    result = run(
+        session_factory,
+        FakeSignals(signals_of(*[(s, "0.1") for s in symbols])),
+        gateway,
+        FakePrices(dict.fromkeys(symbols, "100")),
+        order_concurrency=8,
+    )
+    assert len(gateway.sent) == 1
+    statuses = sorted(m.order_status or "" for m in result.mappings)
+    assert statuses == ["blocked"] * 4 + ["blocked_kill_switch"]
+    assert result.status == "failed"
+    assert (result.num_orders_submitted, result.num_orders_blocked) == (1, 5)
