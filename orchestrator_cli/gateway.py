@@ -99,11 +99,18 @@ class Safety:
     warnings: tuple[str, ...] = ()
 
 
-def assess_safety(kill_switch: KillSwitchStatus, health: GatewayHealth) -> Safety:
-    """Kill switch and health body (the endpoint answers 200 even when unhealthy).
+def assess_safety(
+    kill_switch: KillSwitchStatus,
+    health: GatewayHealth,
+    *,
+    strategy_id: str | None = None,
+    gateway_strategy: str | None = None,
+) -> Safety:
+    """Kill switch, health body (the endpoint answers 200 even when unhealthy) and strategy.
 
     `degraded` is a warning unless the body names a safety component that fails closed (see
-    `halts`): then every order would be refused, so the run is.
+    `halts`): then every order would be refused, so the run is. A gateway that files orders
+    under another strategy than the run's (`gateway_strategy`, from its config) is refused.
     """
     problems = []
     warnings = []
@@ -120,7 +127,19 @@ def assess_safety(kill_switch: KillSwitchStatus, health: GatewayHealth) -> Safet
             )
         else:
             warnings.append("the gateway reports itself degraded (GET /health); going ahead")
+    if gateway_strategy is not None and strategy_id is not None and gateway_strategy != strategy_id:
+        problems.append(strategy_mismatch(gateway_strategy, strategy_id))
     return Safety(tuple(problems), tuple(warnings))
+
+
+def strategy_mismatch(gateway_strategy: str, strategy_id: str) -> str:
+    """The refusal when the gateway would file this run's orders under another strategy."""
+    return (
+        f"the gateway files every order under its own strategy {gateway_strategy[:100]!r} "
+        f"(GET {CONFIG_PATH}), not this run's strategy {strategy_id!r}: run with --strategy "
+        f"{gateway_strategy[:100]!r} (STRATEGY_ID) or point EXECUTION_GATEWAY_URL at the "
+        f"gateway of {strategy_id!r}"
+    )
 
 
 def settle_hint(order: OrderRequest) -> str:
@@ -341,11 +360,16 @@ class GatewayClient:
         """Where orders would go: `live`, `paper` or `dry_run` (GET /api/v1/config)."""
         return gateway_mode(self.get_config())
 
-    def safety(self) -> Safety:
-        """Kill switch and health as one answer; a 503 kill-switch state raises ServiceError.
-        The circuit breaker is not read: its status endpoint refuses this service (403), so a
-        tripped one shows only in order answers."""
-        return assess_safety(self.get_kill_switch(), self.get_health())
+    def safety(self, strategy_id: str) -> Safety:
+        """Kill switch, health and the strategy the gateway files orders under, as one answer;
+        a 503 kill-switch state raises ServiceError. The circuit breaker is not read: its
+        status endpoint refuses this service (403), so a tripped one shows only in answers."""
+        return assess_safety(
+            self.get_kill_switch(),
+            self.get_health(),
+            strategy_id=strategy_id,
+            gateway_strategy=self.get_config().filing_strategy,
+        )
 
     # --- state ----------------------------------------------------------------------------
 

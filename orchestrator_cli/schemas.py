@@ -192,6 +192,8 @@ class OrderDetail(_Wire):
     filled_avg_price: DecimalText | None = None
     filled_at: datetime | None = None
     error_message: str | None = None
+    # The strategy the gateway filed the order under (its own configured one).
+    strategy_id: str | None = None
 
 
 class Position(_Wire):
@@ -224,6 +226,14 @@ class GatewayConfig(_Wire):
     dry_run: bool
     alpaca_paper: bool
     circuit_breaker_enabled: bool | None = None
+    # The strategy the gateway files every order under, when its config says (either name).
+    strategy_id: str | None = None
+    strategy: str | None = None
+
+    @property
+    def filing_strategy(self) -> str | None:
+        """The gateway's own strategy (`strategy_id`, else `strategy`), or None if not said."""
+        return self.strategy_id if self.strategy_id is not None else self.strategy
 
 
 # --- Order outcomes -------------------------------------------------------------------------

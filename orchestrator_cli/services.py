@@ -32,13 +32,14 @@ class SignalSource(Protocol):
 class OrderGateway(Protocol):
     """What the run needs of an execution gateway (`gateway.GatewayClient`).
 
-    `trading_mode` and `safety` are the gateway's own preflight in gateway-neutral terms; a
+    `trading_mode` and `safety` are the gateway's own preflight in gateway-neutral terms
+    (`safety` also checks that the gateway files orders under the run's `strategy_id`); a
     second kind of gateway implements these five methods and nothing else.
     """
 
     def trading_mode(self) -> GatewayMode: ...
 
-    def safety(self) -> Safety: ...
+    def safety(self, strategy_id: str) -> Safety: ...
 
     def get_positions(self) -> dict[str, Decimal]: ...
 

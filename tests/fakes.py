@@ -110,6 +110,7 @@ class FakeGateway:
     config = GatewayConfig(dry_run=False, alpaca_paper=True)
     kill_switch = "ACTIVE"
     health = "healthy"
+    filed_under: str | None = None  # the strategy its order details report
 
     def get_positions(self) -> dict[str, Decimal]:
         return dict(self.positions)
@@ -117,11 +118,14 @@ class FakeGateway:
     def trading_mode(self) -> GatewayMode:
         return gateway_mode(self.config)
 
-    def safety(self) -> Safety:
+    def safety(self, strategy_id: str) -> Safety:
         if self.kill_switch == "unknown":
             raise ServiceError("kill-switch state unknown (HTTP 503)")
         return assess_safety(
-            KillSwitchStatus(state=self.kill_switch), GatewayHealth(status=self.health)
+            KillSwitchStatus(state=self.kill_switch),
+            GatewayHealth(status=self.health),
+            strategy_id=strategy_id,
+            gateway_strategy=self.config.filing_strategy,
         )
 
     def get_order(self, client_order_id: str) -> OrderDetail | None:
@@ -142,6 +146,7 @@ class FakeGateway:
             side=order.side,
             qty=Decimal(order.qty),
             filled_qty=Decimal(order.qty) if status == "filled" else Decimal(0),
+            strategy_id=self.filed_under,
         )
 
     def submit_order(self, order: OrderRequest) -> SubmitOutcome:

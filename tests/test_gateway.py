@@ -461,6 +461,7 @@ def test_get_order_parses_the_detail(rsps, gateway):
         Decimal("10.5"),
         Decimal("150.25"),
     )
+    assert detail.strategy_id == "alpha_baseline"
 
 
 def test_get_order_is_none_when_the_gateway_has_no_such_order(rsps, gateway, sleeps):
@@ -506,6 +507,7 @@ def test_get_order_failures_raise(rsps, gateway, replies, error, fragment):
 
 POSITIONS_URL = f"{BASE}/api/v1/positions"
 KILL_SWITCH_URL = f"{BASE}/api/v1/kill-switch/status"
+CONFIG_URL = f"{BASE}/api/v1/config"
 
 
 def position(symbol: str, qty: Any) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The gateway client against the real gateway's safety words: orders the rate limit or pacing
-keeps back until the run deadline, fail-closed 503s and health bodies naming a fail-closed
-component."""
+keeps back until the run deadline, fail-closed 503s, health bodies naming a fail-closed
+component, and its own strategy."""
 
 import json
 
@@ -11,6 +11,7 @@ from test_gateway import (
     ACCEPTED,
     BASE,
     BLOCKED,
+    CONFIG_URL,
     KILL_SWITCH_URL,
     NOT_SENT,
     ORDER,
@@ -21,7 +22,7 @@ from test_gateway import (
     make_client,
 )
 
-from orchestrator_cli.errors import ServiceUnavailableError
+from orchestrator_cli.errors import ServiceError, ServiceUnavailableError
 from orchestrator_cli.pacing import RequestGate
 
 
@@ -199,7 +200,8 @@ def test_a_503_that_names_no_halt_is_retried_as_transient(rsps, gateway, body):
 def test_a_degraded_health_naming_a_fail_closed_component_refuses(rsps, gateway, health, problem):
     add_reply(rsps, responses.GET, KILL_SWITCH_URL, (200, {"state": "ACTIVE"}))
     add_reply(rsps, responses.GET, f"{BASE}/health", (200, health))
-    safety = gateway.safety()
+    add_reply(rsps, responses.GET, CONFIG_URL, (200, {"dry_run": True, "alpaca_paper": True}))
+    safety = gateway.safety("alpha_baseline")
     assert safety.problems == (
         "the gateway reports itself degraded with a safety component failing closed "
         f"({problem}) (GET /health): it would refuse every order",
@@ -218,6 +220,51 @@ def test_a_degraded_health_naming_a_fail_closed_component_refuses(rsps, gateway,
 def test_a_health_body_naming_no_fail_closed_component_only_warns(rsps, gateway, health):
     add_reply(rsps, responses.GET, KILL_SWITCH_URL, (200, {"state": "ACTIVE"}))
     add_reply(rsps, responses.GET, f"{BASE}/health", (200, health))
-    safety = gateway.safety()
+    add_reply(rsps, responses.GET, CONFIG_URL, (200, {"dry_run": True, "alpaca_paper": True}))
+    safety = gateway.safety("alpha_baseline")
     assert safety.problems == ()
     assert len(safety.warnings) == (health["status"] == "degraded")
+
+
+# --- the gateway's own strategy -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["strategy_id", "strategy"])
+def test_a_config_naming_another_strategy_refuses_naming_both(rsps, gateway, field):
+    add_reply(rsps, responses.GET, KILL_SWITCH_URL, (200, {"state": "ACTIVE"}))
+    add_reply(rsps, responses.GET, f"{BASE}/health", (200, {"status": "healthy"}))
+    config = {"dry_run": True, "alpaca_paper": True, field: "momentum_v2"}
+    add_reply(rsps, responses.GET, CONFIG_URL, (200, config))
+    (problem,) = gateway.safety("alpha_baseline").problems
+    assert problem == (
+        "the gateway files every order under its own strategy 'momentum_v2' "
+        "(GET /api/v1/config), not this run's strategy 'alpha_baseline': run with --strategy "
+        "'momentum_v2' (STRATEGY_ID) or point EXECUTION_GATEWAY_URL at the gateway of "
+        "'alpha_baseline'"
+    )
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"dry_run": True, "alpaca_paper": True},
+        {"dry_run": True, "alpaca_paper": True, "strategy_id": "alpha_baseline"},
+        {"dry_run": True, "alpaca_paper": True, "strategy": "alpha_baseline"},
+    ],
+)
+def test_a_config_naming_no_or_the_same_strategy_is_fine(rsps, gateway, config):
+    add_reply(rsps, responses.GET, KILL_SWITCH_URL, (200, {"state": "ACTIVE"}))
+    add_reply(rsps, responses.GET, f"{BASE}/health", (200, {"status": "healthy"}))
+    add_reply(rsps, responses.GET, CONFIG_URL, (200, config))
+    assert gateway.safety("alpha_baseline").problems == ()
+
+
+def test_a_config_strategy_that_is_not_text_is_a_bad_payload(rsps, gateway):
+    add_reply(
+        rsps,
+        responses.GET,
+        CONFIG_URL,
+        (200, {"dry_run": True, "alpaca_paper": True, "strategy": 7}),
+    )
+    with pytest.raises(ServiceError, match="bad payload at GET /api/v1/config: strategy: "):
+        gateway.get_config()

@@ -1,10 +1,12 @@
-"""A run meeting the gateway's halts and waits, with fake services and a real database: a halt
-stops the requests waiting for their turn, and the first order goes alone."""
+"""A run meeting the gateway's halts, waits and strategy, with fake services and a real
+database: a halt stops the requests waiting for their turn, the first order goes alone, and a
+gateway filing under another strategy is refused or noted."""
 
 from __future__ import annotations
 
 import threading
 
+import pytest
 from fakes import (
     FakeGateway,
     FakePrices,
@@ -16,7 +18,7 @@ from fakes import (
 )
 
 from orchestrator_cli.runner import execute_run
-from orchestrator_cli.schemas import OrderRequest, OutcomeKind, SubmitOutcome
+from orchestrator_cli.schemas import GatewayConfig, OrderRequest, OutcomeKind, SubmitOutcome
 
 
 def by_symbol(result):
@@ -75,3 +77,35 @@ def test_the_first_order_goes_alone_so_a_halted_gateway_meets_only_one(session_f
     assert statuses == ["blocked"] * 4 + ["blocked_kill_switch"]
     assert result.status == "failed"
     assert (result.num_orders_submitted, result.num_orders_blocked) == (1, 5)
+
+
+@pytest.mark.parametrize("field", ["strategy_id", "strategy"])
+def test_a_gateway_filing_under_another_strategy_refuses_before_anything(session_factory, field):
+    gateway = FakeGateway()
+    gateway.config = GatewayConfig(dry_run=False, alpaca_paper=True, **{field: "momentum"})
+    signals = FakeSignals(signals_of(("AAPL", "0.5")))
+    result = run(session_factory, signals, gateway, FakePrices({"AAPL": "150"}))
+    assert result.status == "failed"
+    assert "strategy 'momentum'" in (result.error_message or "")
+    assert "'alpha_baseline'" in (result.error_message or "")
+    assert signals.calls == []
+    assert gateway.sent == []
+
+
+def test_an_order_filed_under_another_strategy_is_settled_and_the_mismatch_noted(
+    session_factory, caplog
+):
+    gateway = FakeGateway(answers={"AAPL": "unknown"})  # settled by its detail, then
+    gateway.filed_under = "momentum"
+    result = run(
+        session_factory,
+        FakeSignals(signals_of(("AAPL", "0.5"))),
+        gateway,
+        FakePrices({"AAPL": "150"}),
+    )
+    row = by_symbol(result)["AAPL"]
+    assert row.order_status == "filled"  # the order is the run's own: its status is taken
+    assert result.status == "completed"
+    note = "the gateway filed this order under strategy 'momentum', not 'alpha_baseline'"
+    assert row.note == note
+    assert note in caplog.text
