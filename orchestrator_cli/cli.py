@@ -481,6 +481,33 @@ def sandbox_command(
         bool, typer.Option("--gateway-dry-run", help="Gateway records orders as dry_run.")
     ] = False,
     seed: Annotated[int | None, typer.Option(help="Seed for the fault randomness.")] = None,
+    rate_limit_per_window: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Answer 429 past this many orders in the sliding window (every request counts).",
+        ),
+    ] = None,
+    rate_limit_window_seconds: Annotated[
+        float, typer.Option(min=0.001, help="The rate limit's window and Retry-After, seconds.")
+    ] = 60.0,
+    fail_closed: Annotated[
+        str | None,
+        typer.Option(
+            help="Refuse every order with the 503 of a safety state the gateway cannot read: "
+            "circuit_breaker, position_reservation or kill_switch."
+        ),
+    ] = None,
+    circuit_breaker_state_missing: Annotated[
+        bool,
+        typer.Option(
+            "--circuit-breaker-state-missing",
+            help="Health degraded naming the circuit breaker; every order refused fail-closed.",
+        ),
+    ] = False,
+    gateway_strategy: Annotated[
+        str | None, typer.Option(help="The strategy the gateway files every order under.")
+    ] = None,
     auth_secret: Annotated[
         str | None,
         typer.Option(
@@ -505,6 +532,11 @@ def sandbox_command(
             "kill_switch_engaged": kill_switch,
             "gateway_dry_run": gateway_dry_run,
             "seed": seed,
+            "rate_limit_per_window": rate_limit_per_window,
+            "rate_limit_window_seconds": rate_limit_window_seconds,
+            "fail_closed": fail_closed,
+            "circuit_breaker_state_missing": circuit_breaker_state_missing,
+            "gateway_strategy": gateway_strategy,
         }
         ports = (signal_port, gateway_port, market_data_port)
         if port is not None:

@@ -16,7 +16,7 @@ from rich.console import Console
 from orchestrator_cli.auth import BearerAuth, InternalTokenAuth
 from orchestrator_cli.config import Settings, data_dir
 from orchestrator_cli.db import open_database
-from orchestrator_cli.errors import PriceSourceError
+from orchestrator_cli.errors import ConfigError, PriceSourceError
 from orchestrator_cli.gateway import GatewayClient
 from orchestrator_cli.pacing import RequestGate
 from orchestrator_cli.prices import build_price_source
@@ -178,12 +178,18 @@ def serve_sandbox(
     auth_secret: str | None = None,
     bearer_token: str | None = None,
 ) -> None:
-    """Serve the simulated services in the foreground until interrupted."""
+    """Serve the simulated services in the foreground until interrupted; a bad fault option
+    is refused (ConfigError) before anything is bound."""
     from orchestrator_cli.sandbox import Sandbox, SandboxFaults
 
+    faults = SandboxFaults()
+    try:
+        faults.update(fault_options)  # the same checks as POST /_sandbox/faults
+    except ValueError as exc:
+        raise ConfigError(f"orch sandbox: {exc}; fix that option") from exc
     signal_port, gateway_port, market_data_port = ports
     sandbox = Sandbox(
-        SandboxFaults(**fault_options),
+        faults,
         state_file=state_file,
         host=host,
         signal_port=signal_port,
