@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from orchestrator_cli import __version__, db, render, store
 from orchestrator_cli.clock import check_as_of, utc_now
@@ -69,7 +70,7 @@ def handle_errors(ctx: typer.Context) -> Iterator[None]:
     except OrchError as exc:
         if debug:
             err.print_exception()
-        err.print(f"[red]Error:[/red] {exc}", soft_wrap=True)
+        err.print(f"[red]Error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print(

@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator_cli.schemas import (
@@ -57,7 +58,7 @@ def _status(mapping: MappingResult) -> str:
         return f"[dim]skip: {mapping.skip_reason}[/dim]"
     status = mapping.order_status or "-"
     style = ORDER_STYLE.get(status, "red")
-    return f"[{style}]{status}[/{style}]"
+    return f"[{style}]{escape(status)}[/{style}]"  # the gateway's word, printed literally
 
 
 def mapping_table(result: RunResult) -> Table:
@@ -81,7 +82,7 @@ def mapping_table(result: RunResult) -> Table:
             parts.append(m.note)
         if m.detail and m.detail != m.note and m.order_status not in ACCEPTED_STATUSES:
             parts.append(m.detail)
-        note = " ".join(part for part in parts if part)
+        note = escape(" ".join(part for part in parts if part))  # service text: never markup
         table.add_row(
             m.symbol,
             "-" if m.rank is None else str(m.rank),
@@ -119,7 +120,7 @@ def summary_line(run: RunSummary) -> str:
         line += f", {run.num_orders_unknown} unknown"
     line += duration
     if run.error_message:
-        line += f" - {run.error_message}"
+        line += f" - {escape(run.error_message)}"
     return line
 
 

@@ -221,3 +221,10 @@ def test_orch_sandbox_refuses_a_bad_fault_option_before_serving(orch: Orch) -> N
         "circuit_breaker, kill_switch, position_reservation); fix that option"
     )
     assert done.stdout == ""
+
+
+def test_the_gateways_words_are_printed_literally(orch: Orch, sandbox: Sandbox) -> None:
+    sandbox.faults.gateway_strategy = "[bold red]momentum[/bold red]"
+    done = orch("run", "--symbols", SYMBOLS)
+    assert done.returncode == 1, done.stderr
+    assert "its own strategy '[bold red]momentum[/bold red]'" in done.stdout
