@@ -296,6 +296,14 @@ def run(
             help="Send no new order after this long (env RUN_DEADLINE_SECONDS, 300).",
         ),
     ] = None,
+    gateway_max_orders_per_minute: Annotated[
+        str | None,
+        typer.Option(
+            "--max-orders-per-minute",
+            help="Pace order submissions to at most this many a minute "
+            "(env GATEWAY_MAX_ORDERS_PER_MINUTE, off).",
+        ),
+    ] = None,
     sandbox: Annotated[
         bool,
         typer.Option(
@@ -531,6 +539,33 @@ def sandbox_command(
         str,
         typer.Option(help="Strategy the Signal Service serves (named in metadata.strategy)."),
     ] = "alpha_baseline",
+    rate_limit_per_window: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Answer 429 past this many orders in the sliding window (every request counts).",
+        ),
+    ] = None,
+    rate_limit_window_seconds: Annotated[
+        float, typer.Option(min=0.001, help="The rate limit's window and Retry-After, seconds.")
+    ] = 60.0,
+    fail_closed: Annotated[
+        str | None,
+        typer.Option(
+            help="Refuse every order with the 503 of a safety state the gateway cannot read: "
+            "circuit_breaker, position_reservation or kill_switch."
+        ),
+    ] = None,
+    circuit_breaker_state_missing: Annotated[
+        bool,
+        typer.Option(
+            "--circuit-breaker-state-missing",
+            help="Health degraded naming the circuit breaker; every order refused fail-closed.",
+        ),
+    ] = False,
+    gateway_strategy: Annotated[
+        str | None, typer.Option(help="The strategy the gateway files every order under.")
+    ] = None,
     auth_secret: Annotated[
         str | None,
         typer.Option(
@@ -556,6 +591,11 @@ def sandbox_command(
             "gateway_dry_run": gateway_dry_run,
             "seed": seed,
             "signal_strategy": signal_strategy,
+            "rate_limit_per_window": rate_limit_per_window,
+            "rate_limit_window_seconds": rate_limit_window_seconds,
+            "fail_closed": fail_closed,
+            "circuit_breaker_state_missing": circuit_breaker_state_missing,
+            "gateway_strategy": gateway_strategy,
         }
         ports = (signal_port, gateway_port, market_data_port)
         if port is not None:

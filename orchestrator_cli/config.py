@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     market_calendar: str = "XNYS"
     ignore_calendar: bool = False
 
+    # Client-side pacing of order submissions (retries included), across all workers; off
+    # (None or 0) by default. Set it at or a little below the gateway's own cap.
+    gateway_max_orders_per_minute: int | None = Field(default=None, ge=1, le=6000)
+
     # Pre-trade limits (None or 0: off), checked on the whole plan before anything is sent.
     max_order_notional: Decimal | None = Field(default=None, gt=0, max_digits=17, decimal_places=2)
     max_gross_exposure: Decimal | None = Field(
@@ -152,6 +156,14 @@ class Settings(BaseSettings):
             if text in ("0", "none", "off"):
                 return None
         return value
+
+    @field_validator("gateway_max_orders_per_minute", mode="before")
+    @classmethod
+    def _pacing_off(cls, value: Any) -> Any:
+        """`0`, `off`, `none` or blank: no client-side pacing (the default)."""
+        if isinstance(value, str) and value.strip().lower() in ("", "0", "none", "off"):
+            return None
+        return None if value == 0 and not isinstance(value, bool) else value
 
     @field_validator("redis_url")
     @classmethod

@@ -8,6 +8,7 @@ otherwise, their own migration transaction.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -110,7 +111,8 @@ def alembic_config(connection: Connection) -> alembic.config.Config:
     """An Alembic config that needs no ini file and migrates over `connection`."""
     import alembic.config
 
-    config = alembic.config.Config()
+    # Alembic's default stream is whatever sys.stdout was when it was first imported.
+    config = alembic.config.Config(stdout=sys.stdout)
     # The value goes through ConfigParser interpolation: a literal % must be doubled.
     config.set_main_option("script_location", str(migrations_dir()).replace("%", "%%"))
     config.set_main_option("path_separator", "os")

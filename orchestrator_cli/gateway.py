@@ -5,6 +5,12 @@ becomes a `SubmitOutcome`. A failure is never called a rejection: an order that 
 the gateway is UNKNOWN (settled later with `get_order`), and NOT_SENT is kept for the cases
 where no attempt can have created it (connection refused, rate limited). The read endpoints
 raise `ServiceError` / `ServiceUnavailableError` instead.
+
+Halts are this gateway's words, classified here (`halt_status`): a 503 that names the kill
+switch or the circuit breaker (any spelling), says fail-closed (in its text or a `fail_closed`
+flag) or that a safety state is unavailable refused the order without creating it, and asking
+again cannot help. Order submissions are paced (`GATEWAY_MAX_ORDERS_PER_MINUTE`) through the
+transport's shared gate.
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ from urllib.parse import quote
 import requests
 from pydantic import BaseModel, ValidationError
 
+from orchestrator_cli import halts
 from orchestrator_cli.config import mask_url
 from orchestrator_cli.errors import ServiceError, ServiceUnavailableError
+from orchestrator_cli.pacing import NotAdmittedError
 from orchestrator_cli.schemas import (
     GatewayConfig,
     GatewayHealth,
@@ -51,21 +59,26 @@ CONFIG_PATH = "/api/v1/config"
 # Starlette's answer for a path it has no route for: a wrong base URL, not a missing order.
 NO_ROUTE_DETAIL = "Not Found"
 
-HALT_MARKERS = ("kill-switch", "kill switch", "circuit breaker")
-
 ModelT = TypeVar("ModelT", bound=BaseModel)
 GatewayMode = Literal["live", "paper", "dry_run"]
 
 
-def is_halt_response(response: requests.Response) -> bool:
-    """True for a 503 that reports an engaged kill switch or tripped circuit breaker.
+def halt_status(response: requests.Response) -> str | None:
+    """The blocked status a halting 503 means, or None for any other answer.
 
-    Asking again cannot help, so the transport does not retry it and the run stops.
+    `blocked_kill_switch` when it names the kill switch (engaged or its state unavailable),
+    `blocked_circuit_breaker` for the circuit breaker (tripped or its state unavailable),
+    `blocked` for any other fail-closed refusal (e.g. position-reservation state unavailable).
+    A 503 that says none of these (`Broker unavailable`) is transient.
     """
     if response.status_code != 503:
-        return False
-    text = response.text.lower()
-    return any(marker in text for marker in HALT_MARKERS)
+        return None
+    return halts.halt_status(response.content)
+
+
+def is_halt_response(response: requests.Response) -> bool:
+    """True for a 503 that halts trading: the transport does not retry it and the run stops."""
+    return halt_status(response) is not None
 
 
 def gateway_mode(config: GatewayConfig) -> GatewayMode:
@@ -86,8 +99,19 @@ class Safety:
     warnings: tuple[str, ...] = ()
 
 
-def assess_safety(kill_switch: KillSwitchStatus, health: GatewayHealth) -> Safety:
-    """Kill switch and health body (the endpoint answers 200 even when unhealthy)."""
+def assess_safety(
+    kill_switch: KillSwitchStatus,
+    health: GatewayHealth,
+    *,
+    strategy_id: str | None = None,
+    gateway_strategy: str | None = None,
+) -> Safety:
+    """Kill switch, health body (the endpoint answers 200 even when unhealthy) and strategy.
+
+    `degraded` is a warning unless the body names a safety component that fails closed (see
+    `halts`): then every order would be refused, so the run is. A gateway that files orders
+    under another strategy than the run's (`gateway_strategy`, from its config) is refused.
+    """
     problems = []
     warnings = []
     if kill_switch.state == "ENGAGED":
@@ -95,8 +119,63 @@ def assess_safety(kill_switch: KillSwitchStatus, health: GatewayHealth) -> Safet
     if health.status == "unhealthy":
         problems.append("the gateway reports itself unhealthy (GET /health)")
     elif health.status == "degraded":
-        warnings.append("the gateway reports itself degraded (GET /health); going ahead")
+        named = halts.fail_closed_components(health.model_dump(mode="json"))
+        if named:
+            problems.append(
+                "the gateway reports itself degraded with a safety component failing closed "
+                f"({halts.describe(named)}) (GET /health): it would refuse every order"
+            )
+        else:
+            warnings.append("the gateway reports itself degraded (GET /health); going ahead")
+    if gateway_strategy is not None and strategy_id is not None and gateway_strategy != strategy_id:
+        problems.append(strategy_mismatch(gateway_strategy, strategy_id))
     return Safety(tuple(problems), tuple(warnings))
+
+
+def strategy_mismatch(gateway_strategy: str, strategy_id: str) -> str:
+    """The refusal when the gateway would file this run's orders under another strategy."""
+    return (
+        f"the gateway files every order under its own strategy {gateway_strategy[:100]!r} "
+        f"(GET {CONFIG_PATH}), not this run's strategy {strategy_id!r}: run with --strategy "
+        f"{gateway_strategy[:100]!r} (STRATEGY_ID) or point EXECUTION_GATEWAY_URL at the "
+        f"gateway of {strategy_id!r}"
+    )
+
+
+def settle_hint(order: OrderRequest) -> str:
+    return f"the order may exist: settle it with GET {ORDERS_PATH}/{order.client_order_id}"
+
+
+def rate_limited(detail: str, attempts: str, *, deadline: bool) -> str:
+    """Why an order the gateway kept answering 429 was not sent (it created no order)."""
+    late = " before the run deadline (RUN_DEADLINE_SECONDS)" if deadline else ""
+    return (
+        f"rate limited by the gateway (HTTP 429){attempts}: {detail}; the order was not "
+        f"created: the gateway did not let it through{late}; `orch runs resume` sends it later"
+    )
+
+
+def not_admitted(order: OrderRequest, exc: NotAdmittedError) -> SubmitOutcome:
+    """No attempt started: its turn at the shared gate came after the run deadline."""
+    if exc.reason == "pacing":
+        why = (
+            "GATEWAY_MAX_ORDERS_PER_MINUTE leaves it no slot before the run deadline "
+            "(RUN_DEADLINE_SECONDS)"
+        )
+    elif exc.reason == "backoff":
+        why = (
+            f"the gateway rate-limited orch (HTTP 429) and its Retry-After ({exc.wait:.0f}s "
+            "from now) reaches past the run deadline (RUN_DEADLINE_SECONDS)"
+        )
+    else:
+        why = "orch stopped sending while it waited for its turn at the gateway"
+    return SubmitOutcome(
+        client_order_id=order.client_order_id,
+        kind=OutcomeKind.NOT_SENT,
+        order_status="not_sent",
+        message=f"not sent: {why}; `orch runs resume` sends it later",
+        sent=False,
+    )
 
 
 class _DeliveryLog:
@@ -147,16 +226,15 @@ class GatewayClient:
         log = _DeliveryLog()
         try:
             response = self._http.request(
-                "POST", ORDERS_PATH, json_body=order.wire(), observe=log.note
+                "POST", ORDERS_PATH, json_body=order.wire(), observe=log.note, paced=True
             )
         except requests.RequestException as exc:
             return self._transport_outcome(order, exc, log)
+        except NotAdmittedError as exc:
+            return not_admitted(order, exc)
         if response.status_code == 200:
             return self._acknowledged(order, response)
         return self._refused_or_unknown(order, response, log)
-
-    def _settle_hint(self, order: OrderRequest) -> str:
-        return f"the order may exist: settle it with GET {ORDERS_PATH}/{order.client_order_id}"
 
     def _transport_outcome(
         self, order: OrderRequest, exc: requests.RequestException, log: _DeliveryLog
@@ -176,7 +254,7 @@ class GatewayClient:
             kind=OutcomeKind.UNKNOWN,
             order_status="unknown",
             message=f"no answer from the {self._service} ({reason}){log.after()}; "
-            f"{self._settle_hint(order)}",
+            f"{settle_hint(order)}",
         )
 
     def _acknowledged(self, order: OrderRequest, response: requests.Response) -> SubmitOutcome:
@@ -205,7 +283,7 @@ class GatewayClient:
             kind=OutcomeKind.UNKNOWN,
             order_status="unknown",
             message=f"the {self._service} answered HTTP 200 with an unusable body: {problem}; "
-            f"{self._settle_hint(order)}",
+            f"{settle_hint(order)}",
             http_status=200,
         )
 
@@ -219,7 +297,7 @@ class GatewayClient:
             kind, order_status = OutcomeKind.UNKNOWN, "unknown"
             message = (
                 f"the {self._service} answered HTTP {status}{log.after()}: {detail}, but an "
-                f"earlier attempt may have reached it; {self._settle_hint(order)}"
+                f"earlier attempt may have reached it; {settle_hint(order)}"
             )
         return SubmitOutcome(
             client_order_id=order.client_order_id,
@@ -251,20 +329,15 @@ class GatewayClient:
                 "check the service credentials; no further order is sent"
             )
             return OutcomeKind.BLOCKED, "blocked", message, True
-        if is_halt_response(response):
-            breaker = "circuit breaker" in response.text.lower()
-            halted = "blocked_circuit_breaker" if breaker else "blocked_kill_switch"
+        halted = halt_status(response)
+        if halted is not None:  # a refusal in the gateway's own words: no order was created
             return OutcomeKind.BLOCKED, halted, detail, True
         if status == 429:
-            message = (
-                f"rate limited by the gateway (HTTP 429){log.after()}: {detail}; "
-                "the order was not created: re-run later to send it"
-            )
+            message = rate_limited(detail, log.after(), deadline=self._http.deadline is not None)
             return OutcomeKind.NOT_SENT, "not_sent", message, False
         retried = log.after() if status in RETRYABLE_STATUSES else ""
         message = (
-            f"the {self._service} answered HTTP {status}{retried}: {detail}; "
-            f"{self._settle_hint(order)}"
+            f"the {self._service} answered HTTP {status}{retried}: {detail}; {settle_hint(order)}"
         )
         return OutcomeKind.UNKNOWN, "unknown", message, False
 
@@ -287,9 +360,16 @@ class GatewayClient:
         """Where orders would go: `live`, `paper` or `dry_run` (GET /api/v1/config)."""
         return gateway_mode(self.get_config())
 
-    def safety(self) -> Safety:
-        """Kill switch and health as one answer; a 503 kill-switch state raises ServiceError."""
-        return assess_safety(self.get_kill_switch(), self.get_health())
+    def safety(self, strategy_id: str) -> Safety:
+        """Kill switch, health and the strategy the gateway files orders under, as one answer;
+        a 503 kill-switch state raises ServiceError. The circuit breaker is not read: its
+        status endpoint refuses this service (403), so a tripped one shows only in answers."""
+        return assess_safety(
+            self.get_kill_switch(),
+            self.get_health(),
+            strategy_id=strategy_id,
+            gateway_strategy=self.get_config().filing_strategy,
+        )
 
     # --- state ----------------------------------------------------------------------------
 
@@ -329,6 +409,8 @@ class GatewayClient:
             raise self._unavailable(
                 path, describe_error(exc), self._http.attempts_text(exc)
             ) from exc
+        except NotAdmittedError as exc:  # a 429 holds the gateway past the run deadline
+            raise self._unavailable(path, f"not sent ({exc})", "") from exc
 
     def _parse(self, model: type[ModelT], path: str, response: requests.Response) -> ModelT:
         """The 200 body of GET `path` as `model`; any other status raises."""

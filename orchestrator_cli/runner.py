@@ -132,7 +132,7 @@ class ActiveRun:
         self._submitter = Submitter(self.run_id, services, execution)
 
     def preflight(self) -> str | None:
-        """Gateway mode, kill switch and health; a reason to refuse the run, or None.
+        """Gateway mode, kill switch, health and strategy; a reason to refuse the run, or None.
 
         A run that sends nothing only logs the problems.
         """
@@ -147,7 +147,7 @@ class ActiveRun:
                 "the gateway would send orders to a LIVE (non-paper, non-dry-run) account; "
                 "set ALLOW_LIVE_TRADING=true or pass --live to trade live"
             )
-        safety = gateway.safety()
+        safety = gateway.safety(self.strategy_id)
         problems.extend(safety.problems)
         for warning in safety.warnings:
             logger.warning("%s", warning)

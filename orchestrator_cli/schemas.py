@@ -260,6 +260,8 @@ class OrderDetail(_Wire):
     filled_avg_price: FillPrice | None = None
     filled_at: UtcTimestamp | None = None
     error_message: str | None = None
+    # The strategy the gateway filed the order under (its own configured one).
+    strategy_id: str | None = None
 
     @model_validator(mode="after")
     def _filled_within_qty(self) -> Self:
@@ -279,6 +281,10 @@ class PositionsResponse(_Wire):
 
 
 class GatewayHealth(_Wire):
+    """`GET /health`; the other fields are kept: a degraded body may name what fails closed."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
     status: Literal["healthy", "degraded", "unhealthy"]
     dry_run: bool | None = None
     database_connected: bool | None = None
@@ -295,6 +301,14 @@ class GatewayConfig(_Wire):
     dry_run: bool
     alpaca_paper: bool
     circuit_breaker_enabled: bool | None = None
+    # The strategy the gateway files every order under, when its config says (either name).
+    strategy_id: str | None = None
+    strategy: str | None = None
+
+    @property
+    def filing_strategy(self) -> str | None:
+        """The gateway's own strategy (`strategy_id`, else `strategy`), or None if not said."""
+        return self.strategy_id if self.strategy_id is not None else self.strategy
 
 
 # --- Order outcomes -------------------------------------------------------------------------

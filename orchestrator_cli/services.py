@@ -33,13 +33,14 @@ class SignalSource(Protocol):
 class OrderGateway(Protocol):
     """What the run needs of an execution gateway (`gateway.GatewayClient`).
 
-    `trading_mode` and `safety` are the gateway's own preflight in gateway-neutral terms; a
+    `trading_mode` and `safety` are the gateway's own preflight in gateway-neutral terms
+    (`safety` also checks that the gateway files orders under the run's `strategy_id`); a
     second kind of gateway implements these five methods and nothing else.
     """
 
     def trading_mode(self) -> GatewayMode: ...
 
-    def safety(self) -> Safety: ...
+    def safety(self, strategy_id: str) -> Safety: ...
 
     def get_positions(self) -> dict[str, Decimal]: ...
 
@@ -58,3 +59,6 @@ class RunServices:
     sessions: sessionmaker[Session]
     clock: Callable[[], datetime] = utc_now
     progress: Callable[[str], None] = lambda _message: None
+    # Called when the run stops sending (a halt, an interruption): requests waiting for their
+    # turn at the gateway (rate limit, pacing) give up at once instead of going out late.
+    stop_waiting: Callable[[], None] = lambda: None

@@ -72,7 +72,12 @@ class Settlement:
         with db.transaction(
             self._services.sessions, "recording an order's state at the gateway"
         ) as session:
-            store.record_order_detail(session, row.mapping_id, answer, at=self._services.clock())
+            note = filed_elsewhere(answer, store.run_info(session, row.run_id).strategy_id)
+            if note is not None:
+                logger.warning("%s: %s", row.client_order_id, note)
+            store.record_order_detail(
+                session, row.mapping_id, answer, at=self._services.clock(), note=note
+            )
 
     def mark_not_sent(self, mapping_ids: Sequence[int], message: str) -> None:
         """Record orders that never left (a refused plan, an abandoned run) as not sent."""
@@ -124,6 +129,21 @@ class Settlement:
             signed = remaining if row.side == "buy" else -remaining
             open_shares[row.symbol] = open_shares.get(row.symbol, Decimal(0)) + signed
         return open_shares
+
+
+def filed_elsewhere(answer: OrderDetail, strategy_id: str) -> str | None:
+    """A note when the gateway filed the order under another strategy than its run's.
+
+    Not a bad payload: the client_order_id (derived from the run's strategy) says the order is
+    the run's own, so its status and fills are taken; the gateway's books attribute it
+    elsewhere, which the operator must hear about.
+    """
+    if answer.strategy_id is None or answer.strategy_id == strategy_id:
+        return None
+    return (
+        f"the gateway filed this order under strategy {answer.strategy_id[:100]!r}, not "
+        f"{strategy_id!r}"
+    )
 
 
 def refresh_run(services: RunServices, run_id: uuid.UUID) -> None:

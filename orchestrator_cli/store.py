@@ -274,11 +274,12 @@ def _store_counts(row: OrchestrationRun, counts: OutcomeCounts) -> None:
 
 
 def record_order_detail(
-    session: Session, mapping_id: int, detail: OrderDetail, *, at: datetime
+    session: Session, mapping_id: int, detail: OrderDetail, *, at: datetime, note: str | None = None
 ) -> None:
     """Take the gateway's own record of an order: status, fills, broker id.
 
-    The order is at the gateway, so it was sent: `submitted_at` is set if it was not.
+    The order is at the gateway, so it was sent: `submitted_at` is set if it was not. A `note`
+    (e.g. the gateway filed it under another strategy) is kept on the mapping, once.
     """
     row = session.get_one(SignalOrderMapping, mapping_id)
     if row.client_order_id != detail.client_order_id:
@@ -292,6 +293,8 @@ def record_order_detail(
     row.filled_at = detail.filled_at
     if detail.error_message:
         row.detail = detail.error_message
+    if note and note not in (row.note or ""):
+        row.note = f"{row.note}; {note}" if row.note else note
     if row.submitted_at is None:
         row.submitted_at = at
     row.updated_at = at

@@ -43,7 +43,11 @@ class PendingOrder:
 
 
 class Submitter:
-    """Sends orders of one run; the first halting answer stops every order not yet sent."""
+    """Sends orders of one run; the first halting answer stops every order not yet sent.
+
+    The first order goes out alone and is answered before any other is sent: a gateway that
+    is halted or failing closed from the start meets exactly one order, not a whole pool's.
+    """
 
     def __init__(self, run_id: uuid.UUID, services: RunServices, execution: Execution) -> None:
         self.run_id = run_id
@@ -51,6 +55,7 @@ class Submitter:
         self._execution = execution
         self._halt = threading.Event()
         self._halt_reason = ""
+        self._first_answered = False
 
     def submit(self, orders: Sequence[PendingOrder]) -> None:
         """Position-reducing orders first, all answered, then the ones that add exposure.
@@ -73,16 +78,20 @@ class Submitter:
         if not self._halt.is_set():
             self._halt_reason = reason
             self._halt.set()
+            self._services.stop_waiting()
+
+    def _blocked(self, order: OrderRequest) -> SubmitOutcome:
+        return SubmitOutcome(
+            client_order_id=order.client_order_id,
+            kind=OutcomeKind.BLOCKED,
+            order_status="blocked",
+            message=f"not sent: {self._halt_reason or 'trading halted'}",
+            sent=False,
+        )
 
     def _send_one(self, order: OrderRequest) -> SubmitOutcome:
         if self._halt.is_set():
-            return SubmitOutcome(
-                client_order_id=order.client_order_id,
-                kind=OutcomeKind.BLOCKED,
-                order_status="blocked",
-                message=f"not sent: {self._halt_reason or 'trading halted'}",
-                sent=False,
-            )
+            return self._blocked(order)
         deadline = self._execution.deadline
         if deadline is not None and time.monotonic() >= deadline:
             return SubmitOutcome(
@@ -95,14 +104,24 @@ class Submitter:
         outcome = self._services.gateway.submit_order(order)
         if outcome.stops_run:
             self._stop(outcome.message or outcome.order_status)
+        elif outcome.kind is OutcomeKind.NOT_SENT and self._halt.is_set():
+            return self._blocked(order)  # it gave up waiting for its turn when the run halted
         return outcome
 
     def _send_wave(self, orders: list[PendingOrder], *, done: int, total: int) -> int:
+        """Send concurrently (bounded pool), the run's first order alone before the rest."""
+        if orders and not self._first_answered:
+            done = self._send_batch(orders[:1], done=done, total=total)
+            self._first_answered = True
+            orders = orders[1:]
+        return self._send_batch(orders, done=done, total=total)
+
+    def _send_batch(self, orders: list[PendingOrder], *, done: int, total: int) -> int:
         """Send concurrently (bounded pool); record each outcome as it arrives.
 
-        The first answer that halts trading (kill switch, circuit breaker, authentication)
-        stops every order not yet sent; those are recorded as blocked. A database failure
-        stops sending too: what is already out is in the recorded plan.
+        The first answer that halts trading (kill switch, circuit breaker, fail-closed state,
+        authentication) stops every order not yet sent; those are recorded as blocked. A
+        database failure stops sending too: what is already out is in the recorded plan.
         """
         if not orders:
             return done

@@ -6,6 +6,11 @@ halts: `gateway.is_halt_response`). Never retried: any other 4xx or 5xx. A retri
 safe only because every order carries a deterministic `client_order_id` that the gateway
 de-duplicates; the signal request has no side effect. Bodies are serialised once, so the bytes
 sent are the bytes a request signer hashes.
+
+A 429 is waited out in full, never retried early: it holds the client's `RequestGate` (shared
+by every client of the same service, so every worker backs off together) until its
+`Retry-After`, and every attempt waits at the gate. With a deadline the wait is bounded only by
+the deadline; without one, a wait longer than `max_retry_wait` ends the retries instead.
 """
 
 from __future__ import annotations
@@ -23,10 +28,15 @@ import requests
 from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
+from orchestrator_cli.pacing import NotAdmittedError, RequestGate
+
 logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 DETAIL_LIMIT = 200
+
+# Sees every attempt's response or transport error.
+Observer = Callable[[requests.Response | requests.RequestException], None]
 
 
 def never_final(_response: requests.Response) -> bool:
@@ -128,7 +138,8 @@ def response_detail(response: requests.Response) -> str:
 
 @dataclass
 class HttpClient:
-    """Base URL + pooled session + retry policy; `sleep` is injectable so tests never wait."""
+    """Base URL + pooled session + retry policy; `sleep` and `clock` are injectable so tests
+    never wait."""
 
     service: str
     base_url: str
@@ -136,6 +147,7 @@ class HttpClient:
     max_attempts: int = 3
     session: requests.Session = field(default_factory=requests.Session)
     sleep: Callable[[float], None] = time.sleep
+    # Without a deadline, the longest wait before a retry; a longer Retry-After ends retrying.
     max_retry_wait: float = 30.0
     base_backoff: float = 0.25
     auth: requests.auth.AuthBase | None = None  # per service: signatures never leak elsewhere
@@ -144,6 +156,20 @@ class HttpClient:
     deadline: float | None = None
     # A retryable status whose body says asking again cannot help (owned by the client).
     is_final: Callable[[requests.Response], bool] = never_final
+    clock: Callable[[], float] = time.monotonic
+    # Shared by every client of one service (`dataclasses.replace` keeps it); None: its own.
+    gate: RequestGate | None = None
+
+    def __post_init__(self) -> None:
+        if self.gate is None:
+            self.gate = RequestGate(clock=self.clock, sleep=self.sleep)
+
+    @property
+    def shared_gate(self) -> RequestGate:
+        """The gate every attempt waits at (set in `__post_init__`)."""
+        if self.gate is None:  # pragma: no cover - __post_init__ always sets it
+            raise RuntimeError("HttpClient without a gate")
+        return self.gate
 
     def is_retried(self, response: requests.Response) -> bool:
         """True when the transport retries this answer (a transient status, not final)."""
@@ -158,24 +184,44 @@ class HttpClient:
         return f" after {self.max_attempts} attempts" if retried else ""
 
     def _stop(self, state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        rate_limited = isinstance(exc, TransientStatusError) and exc.response.status_code == 429
+        # A 429's wait is the gate's (it may have moved since): the whole pool waits it out.
+        wait = self.shared_gate.held_for() if rate_limited else self._wait(state)
         if self.deadline is not None:
-            if time.monotonic() + self._wait(state) >= self.deadline:
+            if self.clock() + wait >= self.deadline:
                 return True
-            exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, TransientStatusError) and exc.response.status_code == 429:
+            if rate_limited:
                 return False
+        elif wait > self.max_retry_wait:
+            return True  # never retry before the service said, never wait without a bound
         return state.attempt_number >= self.max_attempts
 
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, TransientStatusError) and exc.retry_after is not None:
-            return min(exc.retry_after, self.max_retry_wait)
-        backoff: float = self.base_backoff * 2 ** (state.attempt_number - 1)
+    def _backoff(self, attempt_number: int) -> float:
+        backoff: float = self.base_backoff * 2 ** (attempt_number - 1)
         return min(backoff + random.uniform(0, self.base_backoff), self.max_retry_wait)
+
+    def _wait(self, state: RetryCallState) -> float:
+        """What tenacity sleeps before a retry; a 429 is waited out at the gate instead."""
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TransientStatusError):
+            if exc.response.status_code == 429:
+                return 0.0
+            if exc.retry_after is not None:
+                return exc.retry_after
+        return self._backoff(state.attempt_number)
+
+    def hold_gate(self, response: requests.Response, attempt_number: int) -> None:
+        """A 429 holds every request to this service until its Retry-After (or a back-off)."""
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        wait = self._backoff(attempt_number) if retry_after is None else retry_after
+        self.shared_gate.hold_until(self.clock() + wait)
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = float(state.next_action.sleep) if state.next_action else 0.0
+        if isinstance(exc, TransientStatusError) and exc.response.status_code == 429:
+            wait = self.shared_gate.held_for()
         logger.warning(
             "%s: %s on attempt %d, retrying in %.2fs",
             self.service,
@@ -183,6 +229,10 @@ class HttpClient:
             state.attempt_number,
             wait,
         )
+
+    def _sleep_between(self, seconds: float) -> None:
+        if seconds > 0:  # a 429's wait happens at the gate; tenacity's is then 0
+            self.sleep(seconds)
 
     def request(
         self,
@@ -192,46 +242,29 @@ class HttpClient:
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
-        observe: Callable[[requests.Response | requests.RequestException], None] | None = None,
+        observe: Observer | None = None,
+        paced: bool = False,
     ) -> requests.Response:
         """Send with retries; returns the final response (possibly a retryable status).
 
-        Raises `requests.RequestException` when the last attempt failed in transport.
+        Raises `requests.RequestException` when the last attempt failed in transport, and
+        `NotAdmittedError` when the first attempt could not start in time (the gate's wait
+        reaches past the deadline); a later attempt refused so returns the previous answer.
         `observe` sees every attempt's response or transport error, not only the last.
+        `paced` requests take the gate's pacing slots.
         """
-        url = f"{self.base_url}{path}"
         body = None
         all_headers = {"Accept": "application/json", **(headers or {})}
         if json_body is not None:
             body = json.dumps(json_body, separators=(",", ":")).encode()
             all_headers["Content-Type"] = "application/json"
-
-        def attempt() -> requests.Response:
-            try:
-                response = self.session.request(
-                    method,
-                    url,
-                    data=body,
-                    params=params,
-                    headers=all_headers,
-                    timeout=self.timeout,
-                    auth=self.auth,
-                )
-            except requests.RequestException as exc:
-                if observe is not None:
-                    observe(exc)
-                raise
-            if observe is not None:
-                observe(response)
-            if self.is_retried(response):
-                raise TransientStatusError(response)
-            return response
-
+        url = f"{self.base_url}{path}"
+        attempt = _Attempts(self, method, url, body, params, all_headers, observe, paced)
         retrying = Retrying(
             retry=retry_if_exception(_is_transient),
             stop=self._stop,
             wait=self._wait,
-            sleep=self.sleep,
+            sleep=self._sleep_between,
             before_sleep=self._log_retry,
             reraise=True,
         )
@@ -239,6 +272,57 @@ class HttpClient:
             return retrying(attempt)
         except TransientStatusError as exc:
             return exc.response
+        except NotAdmittedError:
+            if not attempt.answers:
+                raise
+            last = attempt.answers[-1]  # a retry could not start in time: the last answer stands
+            if isinstance(last, requests.Response):
+                return last
+            raise last from None
+
+
+@dataclass
+class _Attempts:
+    """The attempts of one request: each waits for its turn at the gate, a 429 holds the gate
+    for every request to the service, and every answer is kept (`answers`)."""
+
+    client: HttpClient
+    method: str
+    url: str
+    body: bytes | None
+    params: Mapping[str, str] | None
+    headers: Mapping[str, str]
+    observe: Observer | None = None
+    paced: bool = False
+    answers: list[requests.Response | requests.RequestException] = field(default_factory=list)
+
+    def __call__(self) -> requests.Response:
+        client = self.client
+        client.shared_gate.admit(deadline=client.deadline, paced=self.paced)
+        try:
+            response = client.session.request(
+                self.method,
+                self.url,
+                data=self.body,
+                params=self.params,
+                headers=self.headers,
+                timeout=client.timeout,
+                auth=client.auth,
+            )
+        except requests.RequestException as exc:
+            self._note(exc)
+            raise
+        self._note(response)
+        if response.status_code == 429:
+            client.hold_gate(response, len(self.answers))
+        if client.is_retried(response):
+            raise TransientStatusError(response)
+        return response
+
+    def _note(self, answer: requests.Response | requests.RequestException) -> None:
+        self.answers.append(answer)
+        if self.observe is not None:
+            self.observe(answer)
 
 
 def make_session(pool_size: int) -> requests.Session:

@@ -17,8 +17,9 @@ from orchestrator_cli.auth import BearerAuth, InternalTokenAuth
 from orchestrator_cli.clock import SessionClose
 from orchestrator_cli.config import Settings, data_dir
 from orchestrator_cli.db import open_database
-from orchestrator_cli.errors import PriceSourceError
+from orchestrator_cli.errors import ConfigError, PriceSourceError
 from orchestrator_cli.gateway import GatewayClient
+from orchestrator_cli.pacing import RequestGate
 from orchestrator_cli.prices import build_price_source
 from orchestrator_cli.request import Execution, RunRequest, build_request, execution_from
 from orchestrator_cli.schemas import PriceBook
@@ -39,7 +40,9 @@ def build_run_services(
 
     The price source is built (and a PRICES_FILE read) before the database is opened, so a
     bad price configuration is refused before anything is created or contacted. `deadline`
-    (time.monotonic()) bounds how long a rate-limited request is waited out.
+    (time.monotonic()) bounds how long a rate-limited request is waited out. Every request to
+    the gateway waits at one shared gate (a 429 holds it for all workers; order submissions
+    are paced by GATEWAY_MAX_ORDERS_PER_MINUTE); a run that stops sending stops its waiters.
     """
     session = make_session(settings.order_concurrency)
     prices = (
@@ -47,7 +50,14 @@ def build_run_services(
     )
     sessions = open_database(settings)
 
-    def client(service: str, base_url: str, token: SecretStr | None) -> HttpClient:
+    gateway_gate = RequestGate(
+        max_per_minute=settings.gateway_max_orders_per_minute,
+        sleep=None if sleep is time.sleep else sleep,  # the default wait is cut short by stop()
+    )
+
+    def client(
+        service: str, base_url: str, token: SecretStr | None, gate: RequestGate | None = None
+    ) -> HttpClient:
         return HttpClient(
             service=service,
             base_url=base_url,
@@ -57,11 +67,15 @@ def build_run_services(
             sleep=sleep,
             deadline=deadline,
             auth=service_auth(settings, token),
+            gate=gate,
         )
 
     signals = client("Signal Service", settings.signal_service_url, settings.signal_api_token)
     gateway = client(
-        "Execution Gateway", settings.execution_gateway_url, settings.gateway_api_token
+        "Execution Gateway",
+        settings.execution_gateway_url,
+        settings.gateway_api_token,
+        gateway_gate,
     )
     return RunServices(
         signals=SignalClient(signals),
@@ -69,6 +83,7 @@ def build_run_services(
         prices=prices,
         sessions=sessions,
         progress=progress,
+        stop_waiting=gateway_gate.stop,
     )
 
 
@@ -178,12 +193,18 @@ def serve_sandbox(
     auth_secret: str | None = None,
     bearer_token: str | None = None,
 ) -> None:
-    """Serve the simulated services in the foreground until interrupted."""
+    """Serve the simulated services in the foreground until interrupted; a bad fault option
+    is refused (ConfigError) before anything is bound."""
     from orchestrator_cli.sandbox import Sandbox, SandboxFaults
 
+    faults = SandboxFaults()
+    try:
+        faults.update(fault_options)  # the same checks as POST /_sandbox/faults
+    except ValueError as exc:
+        raise ConfigError(f"orch sandbox: {exc}; fix that option") from exc
     signal_port, gateway_port, market_data_port = ports
     sandbox = Sandbox(
-        SandboxFaults(**fault_options),
+        faults,
         state_file=state_file,
         host=host,
         signal_port=signal_port,

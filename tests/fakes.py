@@ -34,6 +34,21 @@ NOW = datetime(2024, 12, 31, 14, 31, tzinfo=UTC)
 AS_OF = date(2024, 12, 31)
 
 
+class FakeClock:
+    """A monotonic clock that only its own `sleep` moves: every wait is recorded, none is real."""
+
+    def __init__(self, sleeps: list[float] | None = None, start: float = 1000.0) -> None:
+        self.now = start
+        self.sleeps = [] if sleeps is None else sleeps
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 def signals_of(*rows: tuple[str, str]) -> SignalResponse:
     signals = [
         Signal(
@@ -98,6 +113,7 @@ class FakeGateway:
     config = GatewayConfig(dry_run=False, alpaca_paper=True)
     kill_switch = "ACTIVE"
     health = "healthy"
+    filed_under: str | None = None  # the strategy its order details report
 
     def get_positions(self) -> dict[str, Decimal]:
         return dict(self.positions)
@@ -105,11 +121,14 @@ class FakeGateway:
     def trading_mode(self) -> GatewayMode:
         return gateway_mode(self.config)
 
-    def safety(self) -> Safety:
+    def safety(self, strategy_id: str) -> Safety:
         if self.kill_switch == "unknown":
             raise ServiceError("kill-switch state unknown (HTTP 503)")
         return assess_safety(
-            KillSwitchStatus(state=self.kill_switch), GatewayHealth(status=self.health)
+            KillSwitchStatus(state=self.kill_switch),
+            GatewayHealth(status=self.health),
+            strategy_id=strategy_id,
+            gateway_strategy=self.config.filing_strategy,
         )
 
     def get_order(self, client_order_id: str) -> OrderDetail | None:
@@ -130,6 +149,7 @@ class FakeGateway:
             side=order.side,
             qty=Decimal(order.qty),
             filled_qty=Decimal(order.qty) if status == "filled" else Decimal(0),
+            strategy_id=self.filed_under,
         )
 
     def submit_order(self, order: OrderRequest) -> SubmitOutcome:

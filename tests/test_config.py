@@ -35,3 +35,44 @@ def test_dry_run_is_accepted_but_never_in_flight():
     assert "dry_run" in ACCEPTED_STATUSES
     assert "dry_run" not in OPEN_STATUSES  # it never fills: a later run must not wait on it
     assert OPEN_STATUSES < ACCEPTED_STATUSES
+
+
+# --- GATEWAY_MAX_ORDERS_PER_MINUTE ------------------------------------------------------------
+
+
+@pytest.fixture
+def no_pacing_variable(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no .env
+    monkeypatch.delenv("GATEWAY_MAX_ORDERS_PER_MINUTE", raising=False)
+
+
+def test_pacing_is_off_by_default(no_pacing_variable):
+    from orchestrator_cli.config import load_settings
+
+    assert load_settings().gateway_max_orders_per_minute is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("80", 80), ("1", 1), ("6000", 6000), ("0", None), ("off", None), ("None", None), ("", None)],
+)
+def test_pacing_takes_a_rate_or_off(no_pacing_variable, monkeypatch, value, expected):
+    from orchestrator_cli.config import load_settings
+
+    monkeypatch.setenv("GATEWAY_MAX_ORDERS_PER_MINUTE", value)
+    assert load_settings().gateway_max_orders_per_minute == expected
+
+
+@pytest.mark.parametrize("value", ["-1", "6001", "1.5", "lots"])
+def test_a_bad_pacing_rate_is_refused_naming_the_variable_or_flag(
+    no_pacing_variable, monkeypatch, value
+):
+    from orchestrator_cli.config import load_settings
+    from orchestrator_cli.errors import ConfigError
+
+    monkeypatch.setenv("GATEWAY_MAX_ORDERS_PER_MINUTE", value)
+    with pytest.raises(ConfigError, match="GATEWAY_MAX_ORDERS_PER_MINUTE"):
+        load_settings()
+    flag = {"gateway_max_orders_per_minute": value}
+    with pytest.raises(ConfigError, match="--max-orders-per-minute"):
+        load_settings(flag, gateway_max_orders_per_minute="--max-orders-per-minute")

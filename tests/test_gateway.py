@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import requests
 import responses
+from fakes import FakeClock
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from orchestrator_cli.errors import ServiceError, ServiceUnavailableError
@@ -69,14 +70,19 @@ def add_reply(rsps, method: str, url: str, reply: Any) -> None:
         rsps.add(method, url, status=status, json=body, headers=headers)
 
 
-def make_client(sleeps: list[float], session: requests.Session, base: str = BASE) -> GatewayClient:
+def make_client(
+    sleeps: list[float], session: requests.Session, base: str = BASE, **changes: Any
+) -> GatewayClient:
+    clock = FakeClock(sleeps)
     http = HttpClient(
         service="Execution Gateway",
         base_url=base,
         timeout=5,
         max_attempts=3,
         session=session,
-        sleep=sleeps.append,
+        sleep=clock.sleep,
+        clock=clock,
+        **changes,
     )
     return GatewayClient(http)
 
@@ -223,7 +229,8 @@ LIMIT = {"error": "Position limit exceeded", "symbol": "AAPL", "limit": 1000, "r
             "not_sent",
             429,
             "rate limited by the gateway (HTTP 429) after 3 attempts: Rate limit exceeded; "
-            "the order was not created: re-run later to send it",
+            "the order was not created: the gateway did not let it through; `orch runs resume` "
+            "sends it later",
             id="429-after-retries",
         ),
         pytest.param(
@@ -454,6 +461,7 @@ def test_get_order_parses_the_detail(rsps, gateway):
         Decimal("10.5"),
         Decimal("150.25"),
     )
+    assert detail.strategy_id == "alpha_baseline"
 
 
 def test_get_order_is_none_when_the_gateway_has_no_such_order(rsps, gateway, sleeps):
@@ -499,6 +507,7 @@ def test_get_order_failures_raise(rsps, gateway, replies, error, fragment):
 
 POSITIONS_URL = f"{BASE}/api/v1/positions"
 KILL_SWITCH_URL = f"{BASE}/api/v1/kill-switch/status"
+CONFIG_URL = f"{BASE}/api/v1/config"
 
 
 def position(symbol: str, qty: Any) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from decimal import Decimal
 import pytest
 import requests
 import responses
+from fakes import FakeClock
 
 from orchestrator_cli.errors import (
     ConfigError,
@@ -47,13 +48,15 @@ def payload(signals: list[str] = GOOD_SIGNALS, metadata: str = METADATA) -> str:
 
 
 def make_client(sleeps: list[float], session: requests.Session, base: str = BASE) -> SignalClient:
+    clock = FakeClock(sleeps)  # a 429 is waited out at the client's gate, on this clock
     http = HttpClient(
         service="Signal Service",
         base_url=base,
         timeout=5,
         max_attempts=3,
         session=session,
-        sleep=sleeps.append,
+        sleep=clock.sleep,
+        clock=clock,
     )
     return SignalClient(http)
 

@@ -1,13 +1,16 @@
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
 import pytest
 import requests
 import responses
+from fakes import FakeClock
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from orchestrator_cli.gateway import is_halt_response
+from orchestrator_cli.pacing import NotAdmittedError, RequestGate
 from orchestrator_cli.transport import (
     HttpClient,
     describe_error,
@@ -26,7 +29,12 @@ def refused() -> requests.ConnectionError:
 
 
 @pytest.fixture
-def http(sleeps):
+def clock(sleeps):
+    return FakeClock(sleeps)
+
+
+@pytest.fixture
+def http(clock):
     with requests.Session() as session:
         yield HttpClient(
             service="Test Service",
@@ -34,7 +42,8 @@ def http(sleeps):
             timeout=5,
             max_attempts=3,
             session=session,
-            sleep=sleeps.append,
+            sleep=clock.sleep,
+            clock=clock,
         )
 
 
@@ -164,11 +173,127 @@ def test_backoff_waits_grow_and_go_through_the_injected_sleep(rsps, sleeps, http
         assert base * 2**attempt <= waited <= base * 2**attempt + base
 
 
-@pytest.mark.parametrize(("header", "expected"), [("7", 7.0), ("0.5", 0.5), ("3600", 30.0)])
-def test_retry_after_is_honoured_up_to_the_cap(rsps, sleeps, http, header, expected):
+@pytest.mark.parametrize(("header", "expected"), [("7", 7.0), ("0.5", 0.5), ("30", 30.0)])
+def test_without_a_deadline_retry_after_is_waited_in_full(rsps, sleeps, http, header, expected):
     rsps.add(responses.GET, URL, status=429, headers={"Retry-After": header})
     assert http.request("GET", "/api/v1/thing").status_code == 429
     assert sleeps == [expected, expected]
+
+
+def test_without_a_deadline_a_retry_after_beyond_max_retry_wait_is_not_retried_early(
+    rsps, sleeps, http
+):
+    """Retrying before the Retry-After only fills the service's window again: never early."""
+    rsps.add(responses.GET, URL, status=429, headers={"Retry-After": "3600"})
+    assert http.request("GET", "/api/v1/thing").status_code == 429
+    assert len(rsps.calls) == 1
+    assert sleeps == []
+
+
+def test_with_a_deadline_the_full_retry_after_is_waited_however_long(rsps, sleeps, http, clock):
+    """The old 30 s cap retried inside the service's 60 s window: every attempt was refused."""
+    http.deadline = clock() + 4000
+    rsps.add(responses.GET, URL, status=429, headers={"Retry-After": "3600"})
+    rsps.add(responses.GET, URL, status=429, headers={"Retry-After": "60"})
+    rsps.add(responses.GET, URL, json={"ok": True})
+    assert http.request("GET", "/api/v1/thing").status_code == 200
+    assert sleeps == [3600.0, 60.0]
+
+
+def test_with_a_deadline_a_429_is_retried_past_max_attempts(rsps, sleeps, http, clock):
+    http.deadline = clock() + 100
+    for _ in range(5):
+        rsps.add(responses.GET, URL, status=429, headers={"Retry-After": "7"})
+    rsps.add(responses.GET, URL, json={"ok": True})
+    assert http.request("GET", "/api/v1/thing").status_code == 200
+    assert sleeps == [7.0] * 5
+
+
+@pytest.mark.parametrize("header", ["3600", "60"])
+def test_a_retry_after_past_the_deadline_ends_the_retries_at_once(
+    rsps, sleeps, http, clock, header
+):
+    http.deadline = clock() + 59
+    rsps.add(responses.GET, URL, status=429, headers={"Retry-After": header})
+    assert http.request("GET", "/api/v1/thing").status_code == 429
+    assert len(rsps.calls) == 1
+    assert sleeps == []
+
+
+def test_a_503_retry_after_is_honoured_in_full_before_the_deadline(rsps, sleeps, http, clock):
+    http.deadline = clock() + 100
+    rsps.add(responses.GET, URL, status=503, headers={"Retry-After": "45"})
+    rsps.add(responses.GET, URL, json={"ok": True})
+    assert http.request("GET", "/api/v1/thing").status_code == 200
+    assert sleeps == [45.0]
+
+
+def test_a_429_holds_every_client_of_the_same_service(rsps, sleeps, http, clock):
+    """Clients sharing a gate (one per service; `replace` keeps it) back off together."""
+    other = replace(http, is_final=is_halt_response)
+    assert other.gate is http.gate
+    http.deadline = other.deadline = clock() + 100
+    rsps.add(responses.POST, URL, status=429, headers={"Retry-After": "20"})
+    rsps.add(responses.POST, URL, json={"ok": True})
+    rsps.add(responses.GET, URL, json={"ok": True})
+    assert http.request("POST", "/api/v1/thing", json_body={}).status_code == 200
+    clock.now -= 20  # as if the other worker asked right after the 429 arrived
+    assert other.request("GET", "/api/v1/thing").status_code == 200
+    assert sleeps == [20.0, 20.0]
+
+
+def test_a_429_without_retry_after_holds_the_gate_for_a_backoff(rsps, sleeps, http):
+    rsps.add(responses.GET, URL, status=429)
+    rsps.add(responses.GET, URL, json={})
+    http.request("GET", "/api/v1/thing")
+    (waited,) = sleeps
+    assert http.base_backoff <= waited <= 2 * http.base_backoff
+
+
+def test_a_first_attempt_held_past_the_deadline_is_not_sent(rsps, sleeps, http, clock):
+    http.deadline = clock() + 10
+    assert http.gate is not None
+    http.gate.hold_until(clock() + 60)
+    with pytest.raises(NotAdmittedError) as caught:
+        http.request("POST", "/api/v1/thing", json_body={})
+    assert (caught.value.reason, caught.value.wait) == ("backoff", 60.0)
+    assert len(rsps.calls) == 0
+    assert sleeps == []
+
+
+@pytest.fixture
+def paced(clock):
+    """A client whose gate paces to 2 requests a minute: slots 30.6 s apart."""
+    gate = RequestGate(max_per_minute=2, clock=clock, sleep=clock.sleep)
+    with requests.Session() as session:
+        yield HttpClient(
+            "Test Service", BASE, 5, session=session, clock=clock, sleep=clock.sleep, gate=gate
+        )
+
+
+def test_only_paced_requests_wait_for_a_pacing_slot(rsps, sleeps, paced):
+    for _ in range(2):
+        rsps.add(responses.POST, URL, json={})
+    rsps.add(responses.GET, URL, json={})
+    paced.request("POST", "/api/v1/thing", json_body={}, paced=True)
+    paced.request("GET", "/api/v1/thing")
+    assert sleeps == []
+    paced.request("POST", "/api/v1/thing", json_body={}, paced=True)
+    assert sleeps == [pytest.approx(30.6)]
+
+
+def test_a_retry_with_no_slot_before_the_deadline_returns_the_last_answer(
+    rsps, sleeps, paced, clock
+):
+    paced.deadline = clock() + 20
+    rsps.add(responses.POST, URL, status=503, json={"detail": "Broker unavailable"})
+    response = paced.request("POST", "/api/v1/thing", json_body={}, paced=True)
+    assert response.status_code == 503
+    assert len(rsps.calls) == 1  # the retry's slot (30.6 s) comes after the deadline
+    with pytest.raises(NotAdmittedError) as caught:
+        paced.request("POST", "/api/v1/thing", json_body={}, paced=True)
+    assert caught.value.reason == "pacing"
+    assert len(rsps.calls) == 1
 
 
 # --- classification helpers -----------------------------------------------------------------

@@ -7,6 +7,10 @@ transport-level faults (429, 503, hang, drop) are injected by the server around 
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Self
 
@@ -22,6 +26,19 @@ from orchestrator_cli.sandbox.state import (
 )
 
 IDEMPOTENT_MESSAGE = "Order already exists (idempotent retry)"
+CIRCUIT_BREAKER_UNAVAILABLE = "Circuit-breaker state unavailable (fail-closed for safety)"
+# The 503 bodies of the real gateway when it cannot read a safety state (`fail_closed` fault).
+FAIL_CLOSED_BODIES: dict[str, Any] = {
+    "circuit_breaker": {"detail": CIRCUIT_BREAKER_UNAVAILABLE},
+    "position_reservation": {
+        "detail": "Position-reservation state unavailable (fail-closed for safety)"
+    },
+    "kill_switch": {
+        "error": "Kill-switch unavailable",
+        "message": "Kill-switch state could not be read; new orders are refused",
+        "fail_closed": True,
+    },
+}
 Price = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
 
 
@@ -86,6 +103,59 @@ def derive_client_order_id(form: OrderForm) -> str:
         )
     )
     return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+class RateWindow:
+    """The real gateway's per-user rate limit: a sliding window over every order request,
+    rejected ones included, so a client retrying early keeps its own window full."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._times: deque[float] = deque()
+        self.rejected = 0  # requests answered 429 by the window
+
+    def admit(self, cap: int | None, window: float) -> bool:
+        """Count one request; False when `cap` requests were already in the last `window`."""
+        with self._lock:
+            now = self._clock()
+            while self._times and self._times[0] <= now - window:
+                self._times.popleft()
+            over = cap is not None and len(self._times) >= cap
+            self._times.append(now)
+            if over:
+                self.rejected += 1
+            return not over
+
+    def reset(self) -> None:
+        with self._lock:
+            self._times.clear()
+            self.rejected = 0
+
+
+def rate_limited(faults: SandboxFaults) -> tuple[int, Any, dict[str, str]]:
+    """The real gateway's 429: `Retry-After` is the whole window, so waiting it out clears it."""
+    window = faults.rate_limit_window_seconds
+    retry_after = format(window, "g")
+    body = {
+        "detail": {
+            "error": "rate_limited",
+            "message": f"Rate limit exceeded: {faults.rate_limit_per_window} orders per "
+            f"{retry_after}s",
+            "retry_after": window,
+            "reason": "per_user_limit_exceeded",
+        }
+    }
+    return 429, body, {"Retry-After": retry_after}
+
+
+def fail_closed_refusal(faults: SandboxFaults) -> Any | None:
+    """The 503 body of a safety state the gateway cannot read, or None when it can."""
+    if faults.circuit_breaker_state_missing:
+        return FAIL_CLOSED_BODIES["circuit_breaker"]
+    if faults.fail_closed is not None:
+        return FAIL_CLOSED_BODIES[faults.fail_closed]
+    return None
 
 
 def kill_switch_engaged(state: SandboxState, faults: SandboxFaults) -> bool:
@@ -183,6 +253,7 @@ def kill_switch_status(state: SandboxState, faults: SandboxFaults) -> dict[str, 
 
 
 def config(faults: SandboxFaults) -> dict[str, Any]:
+    strategy = faults.gateway_strategy if faults.gateway_strategy_in_config else None
     return {
         "service": "execution_gateway",
         "version": "sandbox",
@@ -192,13 +263,17 @@ def config(faults: SandboxFaults) -> dict[str, Any]:
         "circuit_breaker_enabled": True,
         "liquidity_check_enabled": False,
         "max_slice_pct_of_adv": 0.01,
+        **({} if strategy is None else {"strategy_id": strategy}),
         "timestamp": iso_z(utc_now()),
     }
 
 
 def health(faults: SandboxFaults) -> dict[str, Any]:
-    """`GET /health` body; the real gateway answers HTTP 200 whatever the status."""
-    return {
+    """`GET /health` body; the real gateway answers HTTP 200 whatever the status.
+
+    With its circuit-breaker state missing the gateway is `degraded` and says why.
+    """
+    body = {
         "status": faults.gateway_health,
         "service": "execution_gateway",
         "version": "sandbox",
@@ -207,3 +282,9 @@ def health(faults: SandboxFaults) -> dict[str, Any]:
         "alpaca_connected": True,
         "timestamp": iso_z(utc_now()),
     }
+    if faults.circuit_breaker_state_missing:
+        if body["status"] == "healthy":
+            body["status"] = "degraded"
+        body["circuit_breaker_available"] = False
+        body["message"] = CIRCUIT_BREAKER_UNAVAILABLE
+    return body

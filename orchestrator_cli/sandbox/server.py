@@ -242,28 +242,33 @@ class _GatewayHandler(_Handler):
                 return self._update_faults(request)
             case "POST", "/_sandbox/reset":
                 state.reset()
+                sandbox.rate_window.reset()
                 return _Reply(200, state.snapshot())
         return NOT_FOUND
 
     def _submit(self, request: _Request) -> _Reply:
-        """Faults in the order a real gateway would meet them; hang/drop only on new orders."""
+        """Faults in the order a real gateway would meet them; hang/drop only on new orders.
+
+        The rate limit comes first and counts every request, as the real one's does.
+        """
         sandbox = self.server.sandbox
         state, faults = sandbox.state, sandbox.faults
         state.count_post_attempt()
+        if not sandbox.rate_window.admit(
+            faults.rate_limit_per_window, faults.rate_limit_window_seconds
+        ):
+            return _Reply(*gateway.rate_limited(faults))
         ticket = gateway.parse_order(request.json())
-        if gateway.kill_switch_engaged(state, faults):
-            return _Reply(503, {"detail": KILL_SWITCH_DETAIL})
-        if sandbox.roll(faults.rate_limit_rate):
-            retry_after = format(faults.retry_after_seconds, "g")
-            return _Reply(429, {"detail": "Rate limit exceeded"}, {"Retry-After": retry_after})
-        if sandbox.roll(faults.error_rate):
-            return _Reply(503, {"detail": "Broker unavailable"})
+        refusal = self._refusal_before_store()
+        if refusal is not None:
+            return refusal
         try:
             record, created = state.place_order(
                 ticket,
                 dry_run=faults.gateway_dry_run,
                 max_position_shares=faults.max_position_shares,
                 kill_switch_after_orders=faults.kill_switch_after_orders,
+                strategy_id=faults.gateway_strategy,
             )
         except OrderRefused as exc:
             return _Reply(exc.status, {"detail": exc.detail})
@@ -273,6 +278,22 @@ class _GatewayHandler(_Handler):
         elif created and sandbox.roll(faults.drop_after_accept_rate):
             drop = True
         return _Reply(200, gateway.order_response(record, created=created), delay=delay, drop=drop)
+
+    def _refusal_before_store(self) -> _Reply | None:
+        """Kill switch, a safety state failing closed, random 429 and 503: no order created."""
+        sandbox = self.server.sandbox
+        state, faults = sandbox.state, sandbox.faults
+        if gateway.kill_switch_engaged(state, faults):
+            return _Reply(503, {"detail": KILL_SWITCH_DETAIL})
+        fail_closed = gateway.fail_closed_refusal(faults)
+        if fail_closed is not None:
+            return _Reply(503, fail_closed)
+        if sandbox.roll(faults.rate_limit_rate):
+            retry_after = format(faults.retry_after_seconds, "g")
+            return _Reply(429, {"detail": "Rate limit exceeded"}, {"Retry-After": retry_after})
+        if sandbox.roll(faults.error_rate):
+            return _Reply(503, {"detail": "Broker unavailable"})
+        return None
 
     def _update_faults(self, request: _Request) -> _Reply:
         changes = request.json()
@@ -306,6 +327,7 @@ class Sandbox:
         self.auth_failures = 0  # refused /api/v1/* requests, under the state lock
         # Requests to each simulated service (the control API aside), under the state lock.
         self._requests_seen = {"signal": 0, "gateway": 0, "market_data": 0}
+        self.rate_window = gateway.RateWindow()  # its `rejected` counts the window's 429s
         self._seen_nonces: set[str] = set()
         self.faults = faults if faults is not None else SandboxFaults()
         self.state = SandboxState(state_file)

@@ -25,6 +25,8 @@ from typing import Any
 CENT = Decimal("0.01")
 FAT_FINGER_NOTIONAL = Decimal(1_000_000)
 KILL_SWITCH_DETAIL = "Kill-switch engaged - new orders blocked"
+# Safety states the real gateway fails closed on when it cannot read them (`fail_closed` fault).
+FAIL_CLOSED_FAULTS = frozenset({"circuit_breaker", "position_reservation", "kill_switch"})
 SIGNAL_FAULTS = frozenset(
     {
         "malformed",
@@ -107,6 +109,20 @@ class SandboxFaults:
     gateway_health: str = "healthy"
     max_position_shares: int = 1000
     seed: int | None = None
+    # The real gateway's per-user limit: at most this many order requests in any sliding
+    # window, every request counted, rejected ones included; a 429 says Retry-After: window.
+    rate_limit_per_window: int | None = None
+    rate_limit_window_seconds: float = 60.0
+    # Every order refused with the 503 of one safety state the gateway cannot read (health
+    # unchanged: the state went missing after the run's preflight).
+    fail_closed: str | None = None
+    # As the real gateway with its circuit-breaker state missing: /health says degraded and
+    # names it, every order gets the circuit breaker's fail-closed 503.
+    circuit_breaker_state_missing: bool = False
+    # The strategy the gateway files every order under (order details and, unless
+    # gateway_strategy_in_config is false, GET /api/v1/config report it).
+    gateway_strategy: str | None = None
+    gateway_strategy_in_config: bool = True
 
     def update(self, changes: Mapping[str, Any]) -> None:
         """Apply a partial update from JSON; ValueError names a bad field and nothing changes."""
@@ -149,24 +165,36 @@ def _bool_fault(name: str, value: Any) -> bool:
     raise _bad_fault(name, value)
 
 
+# Faults that make no sense at zero (a window, a cap of requests in it).
+POSITIVE_FAULTS = frozenset({"rate_limit_per_window", "rate_limit_window_seconds"})
+# Faults that take one of a few strings.
+STR_FAULT_CHOICES = {**FAULT_CHOICES, "fail_closed": FAIL_CLOSED_FAULTS}
+
+
 def _int_fault(name: str, value: Any) -> int:
-    if _is_number(value) and isinstance(value, int):
+    if _is_number(value) and isinstance(value, int) and (value > 0 or name not in POSITIVE_FAULTS):
         return value
     raise _bad_fault(name, value)
 
 
 def _float_fault(name: str, value: Any) -> float:
-    """A finite number >= 0; a `*_rate` is a probability, at most 1."""
+    """A finite number >= 0 (> 0 for a window); a `*_rate` is a probability, at most 1."""
     limit = 1 if name.endswith("_rate") else math.inf
-    if _is_number(value) and math.isfinite(value) and 0 <= value <= limit:
+    lowest = 0 if name not in POSITIVE_FAULTS else math.ulp(0)  # a window of 0 is no window
+    if _is_number(value) and math.isfinite(value) and lowest <= value <= limit:
         return float(value)
     raise _bad_fault(name, value)
 
 
 def _str_fault(name: str, value: Any) -> str:
-    if isinstance(value, str) and (name not in FAULT_CHOICES or value in FAULT_CHOICES[name]):
+    choices = STR_FAULT_CHOICES.get(name)
+    if isinstance(value, str) and (choices is None or value in choices):
         return value
-    raise _bad_fault(name, value)
+    if choices is None:
+        raise _bad_fault(name, value)
+    raise ValueError(
+        f"bad value for fault {name}: {value!r} (one of: {', '.join(sorted(choices))})"
+    )
 
 
 def _symbols_fault(name: str, value: Any) -> set[str]:
@@ -379,6 +407,7 @@ class SandboxState:
         dry_run: bool,
         max_position_shares: int,
         kill_switch_after_orders: int | None,
+        strategy_id: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Store (and for a market order fill) a new order, or return the stored one.
 
@@ -407,7 +436,9 @@ class SandboxState:
             )
             now = utc_now()
             fills = ticket.order_type == "market" and not dry_run
-            record = _order_record(ticket, price=price, now=now, dry_run=dry_run, fills=fills)
+            record = _order_record(
+                ticket, price=price, now=now, dry_run=dry_run, fills=fills, strategy=strategy_id
+            )
             self.orders[ticket.client_order_id] = record
             if fills:
                 self.positions[ticket.symbol] = _fill(holding, signed, price, now)
@@ -506,9 +537,16 @@ class SandboxState:
 
 
 def _order_record(
-    ticket: OrderTicket, *, price: Decimal, now: datetime, dry_run: bool, fills: bool
+    ticket: OrderTicket,
+    *,
+    price: Decimal,
+    now: datetime,
+    dry_run: bool,
+    fills: bool,
+    strategy: str | None = None,
 ) -> dict[str, Any]:
-    """The gateway's record of a new order, as GET /api/v1/orders/{id} returns it."""
+    """The gateway's record of a new order, as GET /api/v1/orders/{id} returns it; filed
+    under the gateway's own strategy, whatever the caller's X-Strategy-ID said."""
     return {
         "client_order_id": ticket.client_order_id,
         "status": "dry_run" if dry_run else "filled" if fills else "new",
@@ -527,5 +565,5 @@ def _order_record(
         "filled_avg_price": _text(price) if fills else None,
         "filled_at": iso_z(now) if fills else None,
         "error_message": None,
-        "strategy_id": None,
+        "strategy_id": strategy,
     }
