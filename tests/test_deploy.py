@@ -1,6 +1,7 @@
-"""The deployment files, checked offline: the Dockerfile.
+"""The deployment files, checked offline: Dockerfile and Kubernetes manifests.
 
-No container engine is needed: the Dockerfile is read line by line.
+No container engine or cluster is needed: the Dockerfile is read line by line, the manifests
+with PyYAML, and the settings in the manifests are validated by orch's own `Settings`.
 """
 
 from __future__ import annotations
@@ -9,11 +10,21 @@ import fnmatch
 import json
 import shlex
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+
+from orchestrator_cli.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
+K8S = ROOT / "deploy" / "kubernetes"
+SECRET_EXAMPLE = "secret.example.yaml"
+SCHEDULE = "31 9 * * 1-5"
+NO_RETRY_EXIT_CODES = {2, 4, 70, 75}
+# Variables the manifests may set that are not orch settings.
+NON_SETTINGS = {"XDG_DATA_HOME", "HOME"}
 SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "KEY")
 
 
@@ -158,3 +169,248 @@ def test_everything_the_dockerfile_copies_exists_and_is_not_ignored():
 def dockerfile_uid() -> int:
     last = final_stage(dockerfile_instructions(DOCKERFILE.read_text()))
     return int([args for command, args in last if command == "USER"][-1].split(":")[0])
+
+
+# --- Kubernetes manifests -----------------------------------------------------------------------
+
+
+def manifest_files() -> list[Path]:
+    return sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def manifests() -> list[dict[str, Any]]:
+    return [doc for path in manifest_files() for doc in yaml.safe_load_all(path.read_text())]
+
+
+def of_kind(kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in manifests() if doc["kind"] == kind]
+
+
+def by_name(kind: str) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for doc in of_kind(kind)}
+
+
+def job_spec(doc: dict[str, Any]) -> dict[str, Any]:
+    return doc["spec"]["jobTemplate"]["spec"] if doc["kind"] == "CronJob" else doc["spec"]
+
+
+def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
+    return job_spec(doc)["template"]["spec"]
+
+
+def workloads() -> list[dict[str, Any]]:
+    return of_kind("CronJob") + of_kind("Job")
+
+
+def data_of(doc: dict[str, Any]) -> dict[str, str]:
+    return doc.get("data") or doc.get("stringData") or {}
+
+
+def container_env(container: dict[str, Any]) -> dict[str, str]:
+    """What the container's environment holds: envFrom sources, then `env` (which wins)."""
+    env: dict[str, str] = {}
+    sources = {"configMapRef": by_name("ConfigMap"), "secretRef": by_name("Secret")}
+    for source in container.get("envFrom", []):
+        for ref, docs in sources.items():
+            if ref in source:
+                env.update(data_of(docs[source[ref]["name"]]))
+    env.update({item["name"]: item.get("value", "") for item in container.get("env", [])})
+    return env
+
+
+def strategy_cronjobs() -> dict[str, dict[str, Any]]:
+    jobs = {}
+    for doc in of_kind("CronJob"):
+        (container,) = pod_spec(doc)["containers"]
+        jobs[container_env(container)["STRATEGY_ID"]] = doc
+    return jobs
+
+
+def test_every_manifest_has_api_version_kind_and_name():
+    docs = manifests()
+    assert docs
+    for doc in docs:
+        assert doc.get("apiVersion"), doc
+        assert doc.get("kind"), doc
+        assert doc.get("metadata", {}).get("name"), doc
+
+
+def test_there_is_a_cronjob_per_strategy_each_with_its_own_services():
+    jobs = strategy_cronjobs()
+    assert {"alpha_baseline", "momentum_v2"} <= set(jobs)
+    assert len(jobs) == len(of_kind("CronJob")), "two CronJobs run the same strategy"
+    for name in ("SIGNAL_SERVICE_URL", "EXECUTION_GATEWAY_URL"):
+        urls = [container_env(pod_spec(job)["containers"][0])[name] for job in jobs.values()]
+        assert len(set(urls)) == len(urls), f"strategies share {name}: {urls}"
+
+
+@pytest.mark.parametrize("strategy", sorted(strategy_cronjobs()))
+def test_each_cronjob_runs_once_at_the_open_and_never_retries(strategy):
+    cronjob = strategy_cronjobs()[strategy]
+    spec, job, pod = cronjob["spec"], job_spec(cronjob), pod_spec(cronjob)
+    assert spec["timeZone"] == "America/New_York"
+    assert spec["schedule"] == SCHEDULE
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert 0 < spec["startingDeadlineSeconds"] <= 600
+    assert spec["successfulJobsHistoryLimit"] >= 1
+    assert spec["failedJobsHistoryLimit"] >= 1
+    assert job["backoffLimit"] == 0
+    assert pod["restartPolicy"] == "Never"
+    deadline = float(by_name("ConfigMap")["orch-config"]["data"]["RUN_DEADLINE_SECONDS"])
+    assert deadline < job["activeDeadlineSeconds"] <= deadline + 300
+    (container,) = pod["containers"]
+    fail_job = [rule for rule in job["podFailurePolicy"]["rules"] if rule["action"] == "FailJob"]
+    assert len(fail_job) == 1
+    on_exit = fail_job[0]["onExitCodes"]
+    assert on_exit["operator"] == "In"
+    assert on_exit["containerName"] == container["name"]
+    assert set(on_exit["values"]) == NO_RETRY_EXIT_CODES
+
+
+@pytest.mark.parametrize("strategy", sorted(strategy_cronjobs()))
+def test_each_cronjob_runs_orch_with_its_universe_config_and_secret(strategy):
+    pod = pod_spec(strategy_cronjobs()[strategy])
+    (container,) = pod["containers"]
+    assert container["image"] == "orch"
+    assert container["args"][0] == "run"
+    assert "--json" in container["args"]
+    universe = container["args"][container["args"].index("--symbols-file") + 1]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    (volume,) = [
+        v for v in pod["volumes"] if v.get("configMap", {}).get("name") == "orch-universes"
+    ]
+    assert universe == f"{mounts[volume['name']]}/{volume['configMap']['items'][0]['path']}"
+    assert volume["configMap"]["items"][0]["key"] == f"{strategy}.txt"
+    refs = [next(iter(source.values()))["name"] for source in container["envFrom"]]
+    assert refs == ["orch-config", "orch-secrets"]
+    assert container["resources"]["requests"]["memory"] == "256Mi"
+    assert container["resources"]["limits"]["memory"]
+
+
+@pytest.mark.parametrize("doc", workloads(), ids=lambda doc: doc["metadata"]["name"])
+def test_every_pod_runs_locked_down_as_the_image_user(doc):
+    pod = pod_spec(doc)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == dockerfile_uid()
+    assert pod["automountServiceAccountToken"] is False
+    # The run lock tells holders apart by hostname: no shared or fixed hostname.
+    assert "hostname" not in pod
+    assert not pod.get("hostNetwork", False)
+    for container in pod["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["capabilities"]["drop"] == ["ALL"]
+        env = container_env(container)
+        writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
+        assert {"/tmp", env["XDG_DATA_HOME"]} <= writable
+        empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+        assert {m["name"] for m in container["volumeMounts"] if not m.get("readOnly")} <= empty_dirs
+
+
+def test_the_migration_job_upgrades_the_database_with_few_retries():
+    (job,) = of_kind("Job")
+    (container,) = pod_spec(job)["containers"]
+    assert container["args"] == ["db", "upgrade"]
+    assert container["image"] == "orch"
+    assert 0 <= job["spec"]["backoffLimit"] <= 3
+    assert pod_spec(job)["restartPolicy"] == "Never"
+    assert [next(iter(s.values()))["name"] for s in container["envFrom"]] == [
+        "orch-config",
+        "orch-secrets",
+    ]
+
+
+def referenced_keys(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(kind, name, key) of every single ConfigMap or Secret key a workload names."""
+    pod = pod_spec(doc)
+    found = []
+    for volume in pod.get("volumes", []):
+        for source, kind in (("configMap", "ConfigMap"), ("secret", "Secret")):
+            if source in volume:
+                name = volume[source].get("name") or volume[source].get("secretName")
+                found += [(kind, name, item["key"]) for item in volume[source].get("items", [])]
+    for container in pod["containers"]:
+        for item in container.get("env", []):
+            source = item.get("valueFrom", {})
+            for ref, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
+                if ref in source:
+                    found.append((kind, source[ref]["name"], source[ref]["key"]))
+        for source in container.get("envFrom", []):
+            for ref, kind in (("configMapRef", "ConfigMap"), ("secretRef", "Secret")):
+                if ref in source:
+                    found.append((kind, source[ref]["name"], ""))
+    return found
+
+
+@pytest.mark.parametrize("doc", workloads(), ids=lambda doc: doc["metadata"]["name"])
+def test_every_config_map_and_secret_key_referenced_exists(doc):
+    for kind, name, key in referenced_keys(doc):
+        assert name in by_name(kind), f"{kind} {name} is not in {K8S}"
+        assert key == "" or key in data_of(by_name(kind)[name]), f"{kind} {name} has no {key}"
+
+
+def test_config_values_are_strings_and_the_secret_is_a_placeholder():
+    for doc in of_kind("ConfigMap") + of_kind("Secret"):
+        assert all(isinstance(value, str) for value in data_of(doc).values()), doc
+    for doc in workloads():
+        for container in pod_spec(doc)["containers"]:
+            values = [item.get("value", "") for item in container.get("env", [])]
+            assert all(isinstance(value, str) for value in values), values
+    (secret,) = of_kind("Secret")
+    assert "stringData" in secret
+    assert all("CHANGE-ME" in value for value in secret["stringData"].values())
+    # One shared PostgreSQL: a SQLite file in a pod's emptyDir would vanish with the pod.
+    assert secret["stringData"]["DATABASE_URL"].startswith("postgresql://")
+    assert not any("DATABASE_URL" in data_of(doc) for doc in of_kind("ConfigMap"))
+
+
+def manifest_env_names() -> set[str]:
+    names = set()
+    for doc in workloads():
+        for container in pod_spec(doc)["containers"]:
+            names |= set(container_env(container))
+    return names
+
+
+def test_every_variable_in_the_manifests_is_a_setting():
+    settings = {name.upper() for name in Settings.model_fields}
+    names = manifest_env_names()
+    assert "STRATEGY_ID" in names
+    assert names - settings <= NON_SETTINGS, names - settings - NON_SETTINGS
+
+
+@pytest.fixture
+def clean_environment(monkeypatch, tmp_path):
+    """No orch setting from the test's own environment, no .env."""
+    monkeypatch.chdir(tmp_path)
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    return monkeypatch
+
+
+def settings_from(environment, env: dict[str, str]) -> Settings:
+    """orch's settings in a pod with exactly this environment (validated as orch would)."""
+    for name, value in env.items():
+        environment.setenv(name, value)
+    return Settings(_env_file=None)
+
+
+@pytest.mark.parametrize("doc", workloads(), ids=lambda doc: doc["metadata"]["name"])
+def test_every_pod_environment_is_a_valid_orch_configuration(doc, clean_environment):
+    (container,) = pod_spec(doc)["containers"]
+    env = container_env(container)
+    settings = settings_from(clean_environment, env)
+    assert settings.database_url == env["DATABASE_URL"]
+    if doc["kind"] == "CronJob":
+        assert settings.strategy_id == env["STRATEGY_ID"]
+        assert settings.run_deadline_seconds < job_spec(doc)["activeDeadlineSeconds"]
+
+
+def test_the_kustomization_lists_every_manifest_but_the_example_secret():
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    resources = kustomization["resources"]
+    assert len(resources) == len(set(resources))
+    assert set(resources) == {p.name for p in manifest_files()} - {SECRET_EXAMPLE}
+    assert [image["name"] for image in kustomization["images"]] == ["orch"]
+    assert kustomization["images"][0]["newTag"]
