@@ -1,16 +1,28 @@
-"""The deployment files, checked offline: Dockerfile and Kubernetes manifests.
+"""The deployment files, checked offline: Dockerfile, Kubernetes manifests, Airflow DAG.
 
-No container engine or cluster is needed: the Dockerfile is read line by line, the manifests
-with PyYAML, and the settings in the manifests are validated by orch's own `Settings`.
+No container engine, cluster or Airflow is needed: the Dockerfile is read line by line, the
+manifests with PyYAML, and the DAG is compiled and imported against small stand-ins for the
+Airflow, Kubernetes-client and pendulum modules, so its own logic (skip on a closed market,
+fail when started late) runs for real. The settings in the manifests are validated by orch's
+own `Settings`.
 """
 
 from __future__ import annotations
 
+import ast
 import fnmatch
+import importlib.util
 import json
 import shlex
+import signal
+import subprocess
+import sys
+import time
+import types
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -20,12 +32,27 @@ from orchestrator_cli.config import Settings
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 K8S = ROOT / "deploy" / "kubernetes"
+DAG_FILE = ROOT / "deploy" / "airflow" / "orch_dag.py"
 SECRET_EXAMPLE = "secret.example.yaml"
 SCHEDULE = "31 9 * * 1-5"
 NO_RETRY_EXIT_CODES = {2, 4, 70, 75}
 # Variables the manifests may set that are not orch settings.
 NON_SETTINGS = {"XDG_DATA_HOME", "HOME"}
 SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "KEY")
+
+
+def dag_constant(name: str) -> Any:
+    """A literal module-level constant of the DAG file, read without importing Airflow."""
+    for node in ast.parse(DAG_FILE.read_text()).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == name for target in node.targets
+        ):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{name} not in {DAG_FILE}")
+
+
+def dag_strategies() -> list[dict[str, Any]]:
+    return list(dag_constant("STRATEGIES"))
 
 
 # --- Dockerfile ---------------------------------------------------------------------------------
@@ -373,9 +400,9 @@ def manifest_env_names() -> set[str]:
     return names
 
 
-def test_every_variable_in_the_manifests_is_a_setting():
+def test_every_variable_in_the_manifests_and_the_dag_is_a_setting():
     settings = {name.upper() for name in Settings.model_fields}
-    names = manifest_env_names()
+    names = manifest_env_names() | {name for s in dag_strategies() for name in s["env"]}
     assert "STRATEGY_ID" in names
     assert names - settings <= NON_SETTINGS, names - settings - NON_SETTINGS
 
@@ -407,6 +434,19 @@ def test_every_pod_environment_is_a_valid_orch_configuration(doc, clean_environm
         assert settings.run_deadline_seconds < job_spec(doc)["activeDeadlineSeconds"]
 
 
+@pytest.mark.parametrize("strategy", dag_strategies(), ids=lambda s: s["strategy_id"])
+def test_every_dag_task_environment_is_a_valid_orch_configuration(strategy, clean_environment):
+    env = {
+        **data_of(by_name("ConfigMap")["orch-config"]),
+        **data_of(by_name("Secret")["orch-secrets"]),
+        "STRATEGY_ID": strategy["strategy_id"],
+        **strategy["env"],
+    }
+    settings = settings_from(clean_environment, env)
+    assert settings.strategy_id == strategy["strategy_id"]
+    assert settings.execution_gateway_url == strategy["env"]["EXECUTION_GATEWAY_URL"]
+
+
 def test_the_kustomization_lists_every_manifest_but_the_example_secret():
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     resources = kustomization["resources"]
@@ -414,3 +454,216 @@ def test_the_kustomization_lists_every_manifest_but_the_example_secret():
     assert set(resources) == {p.name for p in manifest_files()} - {SECRET_EXAMPLE}
     assert [image["name"] for image in kustomization["images"]] == ["orch"]
     assert kustomization["images"][0]["newTag"]
+
+
+# --- Airflow DAG --------------------------------------------------------------------------------
+
+
+def test_the_dag_compiles_and_says_every_required_setting():
+    source = DAG_FILE.read_text()
+    compile(source, str(DAG_FILE), "exec")
+    for needed in (
+        "from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator",
+        'SCHEDULE = "31 9 * * 1-5"',
+        'MARKET_TZ = "America/New_York"',
+        "max_active_runs=1",
+        "catchup=False",
+        "do_xcom_push=True",
+        "retries=0",
+        '"market_closed"',
+    ):
+        assert needed in source, needed
+
+
+def test_the_dag_runs_the_same_strategies_as_the_cronjobs():
+    jobs = strategy_cronjobs()
+    assert [s["strategy_id"] for s in dag_strategies()] == sorted(jobs)
+    common = data_of(by_name("ConfigMap")["orch-config"])
+    for strategy in dag_strategies():
+        (container,) = pod_spec(jobs[strategy["strategy_id"]])["containers"]
+        cronjob_env = {i["name"]: i["value"] for i in container["env"]}
+        dag_env = {"STRATEGY_ID": strategy["strategy_id"], **strategy["env"]}
+        assert dag_env == {k: v for k, v in cronjob_env.items() if k != "XDG_DATA_HOME"}
+        assert set(dag_env) - set(common) >= {"SIGNAL_SERVICE_URL", "EXECUTION_GATEWAY_URL"}
+        deadline = job_spec(jobs[strategy["strategy_id"]])["activeDeadlineSeconds"]
+        assert dag_constant("POD_DEADLINE_SECONDS") == deadline
+
+
+class _FakeOperator:
+    """Stands in for KubernetesPodOperator: records its arguments, 'runs' the pod."""
+
+    pod_result: Any = None
+    dag: Any = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        self.pods_run = 0
+        _FakeOperator.dag.tasks.append(self)
+
+    def execute(self, context: Any) -> Any:
+        self.pods_run += 1
+        return self.pod_result
+
+
+class _FakeDag:
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        self.tasks: list[_FakeOperator] = []
+
+    def __enter__(self) -> _FakeDag:
+        _FakeOperator.dag = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _FakeOperator.dag = None
+
+
+def _module(monkeypatch, name: str, **attrs: Any) -> types.ModuleType:
+    module = types.ModuleType(name)
+    module.__dict__.update(attrs)
+    monkeypatch.setitem(sys.modules, name, module)
+    return module
+
+
+@pytest.fixture
+def dag_module(monkeypatch):
+    """The DAG file imported against stand-ins for airflow, kubernetes.client and pendulum."""
+    skip = type("AirflowSkipException", (Exception,), {})
+    fail = type("AirflowFailException", (Exception,), {})
+    models = _module(monkeypatch, "kubernetes.client.models")
+    # Every k8s.V1... model: an object holding its keyword arguments.
+    models.__getattr__ = lambda name: lambda **kw: types.SimpleNamespace(kind=name, **kw)
+    _module(monkeypatch, "kubernetes")
+    _module(monkeypatch, "kubernetes.client", models=models)
+    _module(monkeypatch, "airflow", DAG=_FakeDag)
+    exceptions = {"AirflowSkipException": skip, "AirflowFailException": fail}
+    _module(monkeypatch, "airflow.exceptions", **exceptions)
+    pod = "airflow.providers.cncf.kubernetes.operators.pod"
+    _module(monkeypatch, pod, KubernetesPodOperator=_FakeOperator)
+    for parent in ("airflow.providers", "airflow.providers.cncf"):
+        _module(monkeypatch, parent)
+    _module(monkeypatch, "airflow.providers.cncf.kubernetes")
+    _module(monkeypatch, "airflow.providers.cncf.kubernetes.operators")
+    pendulum = _module(monkeypatch, "pendulum")
+    pendulum.datetime = lambda *a, tz: datetime(*a, tzinfo=ZoneInfo(tz))
+    spec = importlib.util.spec_from_file_location("orch_dag", DAG_FILE)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_dag_is_one_weekday_run_at_the_open_in_new_york(dag_module):
+    dag = dag_module.dag
+    assert dag.kwargs["schedule"] == SCHEDULE
+    assert dag.kwargs["start_date"].tzinfo == ZoneInfo("America/New_York")
+    assert dag.kwargs["max_active_runs"] == 1
+    assert dag.kwargs["catchup"] is False
+    assert [t.kwargs["task_id"] for t in dag.tasks] == [
+        f"run_{s['strategy_id']}" for s in dag_strategies()
+    ]
+    for task, strategy in zip(dag.tasks, dag_strategies(), strict=True):
+        kwargs = task.kwargs
+        assert kwargs["retries"] == 0
+        assert kwargs["do_xcom_push"] is True
+        assert kwargs["deferrable"] is False
+        assert kwargs["env_vars"]["STRATEGY_ID"] == strategy["strategy_id"]
+        config, secret = kwargs["env_from"]
+        assert (config.config_map_ref.name, secret.secret_ref.name) == (
+            "orch-config",
+            "orch-secrets",
+        )
+        (item,) = kwargs["volumes"][0].config_map.items
+        assert item.key in data_of(by_name("ConfigMap")["orch-universes"])
+        assert kwargs["container_security_context"]["runAsUser"] == dockerfile_uid()
+
+
+def context(run_type: str, minutes_late: float) -> dict[str, Any]:
+    due = datetime.now(UTC) - timedelta(minutes=minutes_late)
+    return {"dag_run": types.SimpleNamespace(run_type=run_type), "data_interval_end": due}
+
+
+def test_a_closed_market_skips_the_task_and_a_run_returns_its_json(dag_module):
+    task = dag_module.dag.tasks[0]
+    closed = {"action": "market_closed", "as_of_date": "2026-11-26", "reason": "Thanksgiving"}
+    task.pod_result = closed
+    with pytest.raises(dag_module.AirflowSkipException, match="Thanksgiving"):
+        task.execute(context("scheduled", 0.5))
+    ran = {"action": "ran", "status": "completed", "run_id": "x"}
+    task.pod_result = ran
+    assert task.execute(context("scheduled", 0.5)) == ran
+    assert task.pods_run == 2
+
+
+def test_a_scheduled_run_started_late_fails_without_starting_a_pod(dag_module):
+    task = dag_module.dag.tasks[0]
+    task.pod_result = {"action": "ran"}
+    late = dag_module.START_DEADLINE.total_seconds() / 60 + 1
+    with pytest.raises(dag_module.AirflowFailException, match="unplanned time"):
+        task.execute(context("scheduled", late))
+    assert task.pods_run == 0
+    assert task.execute(context("manual", late)) == {"action": "ran"}  # by hand: goes ahead
+    assert task.pods_run == 1
+
+
+FAKE_ORCH = """#!/bin/sh
+# Stands in for orch: prints $FAKE_JSON and exits $FAKE_RC; with $FAKE_BLOCK, runs until
+# SIGTERM, then exits 1 as orch does.
+if [ -n "$FAKE_BLOCK" ]; then
+    sleep 30 & sleeper=$!
+    trap 'kill "$sleeper"; echo "{\\"action\\": \\"interrupted\\"}"; exit 1' TERM
+    echo started > "$FAKE_BLOCK"
+    wait "$sleeper"
+fi
+printf '%s\\n' "$FAKE_JSON"
+exit "$FAKE_RC"
+"""
+
+
+@pytest.fixture
+def orch_script(tmp_path):
+    """The DAG's pod script, with the XCom folder under tmp_path and a fake orch on PATH."""
+    (tmp_path / "bin").mkdir()
+    fake = tmp_path / "bin" / "orch"
+    fake.write_text(FAKE_ORCH)
+    fake.chmod(0o755)
+    (tmp_path / "xcom").mkdir()
+    script = dag_constant("ORCH_SCRIPT").replace("/airflow/xcom", str(tmp_path / "xcom"))
+
+    def start(**env: str) -> subprocess.Popen[str]:
+        path = f"{tmp_path / 'bin'}:/usr/bin:/bin"
+        return subprocess.Popen(
+            ["/bin/sh", "-c", script],
+            env={"PATH": path, "FAKE_RC": "0", "FAKE_JSON": "{}", **env},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    return start, tmp_path / "xcom" / "return.json"
+
+
+@pytest.mark.parametrize("code", [0, 1, 3, 75])
+def test_the_pod_script_keeps_orchs_exit_code_and_hands_its_json_to_xcom(orch_script, code):
+    start, xcom = orch_script
+    document = json.dumps({"action": "market_closed", "as_of_date": "2026-11-26"})
+    process = start(FAKE_RC=str(code), FAKE_JSON=document)
+    out, _ = process.communicate(timeout=20)
+    assert process.returncode == code
+    assert json.loads(xcom.read_text()) == json.loads(document)
+    assert out.strip() == document
+
+
+def test_the_pod_script_passes_sigterm_on_to_orch(orch_script, tmp_path):
+    start, xcom = orch_script
+    started = tmp_path / "started"
+    process = start(FAKE_BLOCK=str(started), FAKE_RC="0")
+    deadline = time.monotonic() + 20
+    while not started.exists():
+        assert time.monotonic() < deadline, "the fake orch never started"
+        assert process.poll() is None
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=20)
+    assert process.returncode == 1  # orch's own answer to SIGTERM, not the shell dying
+    assert json.loads(xcom.read_text()) == {"action": "interrupted"}
