@@ -4,9 +4,14 @@ A $1 quote for a stock that closed at $100 yesterday sizes an order 100 times to
 notional limit checked at that same price cannot see it. With `MAX_PRICE_MOVE_PCT` on, a quote
 further than that from its reference (the previous close: Alpaca's `prevDailyBar.c`, or the
 `prev_close` column of a `PRICES_FILE`) makes its symbol `price_unavailable`, with the quote,
-the reference and the move in the reason. A quote without a reference (every Redis quote, a
-file without the column, a snapshot without `prevDailyBar`) cannot be checked: that is said in
-one warning per fetch (one per run), naming the first few symbols, and the run goes ahead.
+the reference and the move in the reason.
+
+A source that gives no reference at all (Redis quotes, a file without the column) cannot be
+checked: that is said in one warning per fetch (one per run) and the run goes ahead. A source
+that gives references for some quotes but not for another (a snapshot without `prevDailyBar`,
+a file row without `prev_close`) makes that symbol `price_unavailable`: its quote is exactly
+the one a check could not vouch for, and a wrong price there would size an order many times
+too big with nothing else to catch it.
 """
 
 from __future__ import annotations
@@ -56,12 +61,23 @@ class CheckedBook:
     unchecked: list[str] = field(default_factory=list)
 
 
+NO_REFERENCE = (
+    "no reference price (previous close) to check the quote against, though the price source "
+    "gave one for other symbols"
+)
+
+
 def check_moves(book: PriceBook, max_move_pct: Decimal) -> CheckedBook:
-    """Move each quote beyond `max_move_pct` of its reference into the book's problems."""
+    """Move each quote beyond `max_move_pct` of its reference into the book's problems; when
+    the source gave references, a quote without one too. `unchecked` lists the quotes of a
+    source that gave none."""
     checked = PriceBook(problems=dict(book.problems))
+    gives_references = any(quote.reference is not None for quote in book.quotes.values())
     unchecked = []
     for symbol, quote in book.quotes.items():
         problem = move_problem(quote, max_move_pct)
+        if problem is None and quote.reference is None and gives_references:
+            problem = NO_REFERENCE
         if problem is not None:
             checked.problems[symbol] = problem
             continue

@@ -184,14 +184,33 @@ def test_a_quote_far_from_the_previous_close_is_refused_and_the_rest_trade(
     assert filled == {"AAPL", "GOOGL", "AMZN", "TSLA"}
 
 
-def test_quotes_without_a_reference_are_said_once_and_trade(orch: Orch, sandbox: Sandbox):
-    sandbox.faults.no_reference_symbols = {"AAPL", "MSFT", "GOOGL"}
+def test_quotes_of_a_source_without_references_are_said_once_and_trade(
+    orch: Orch, sandbox: Sandbox
+):
+    sandbox.faults.no_reference_symbols = set(SYMBOLS.split(","))
     done = orch("run", "--symbols", SYMBOLS, *ALL_LONG)
     assert done.returncode == 0, done.stderr
     warnings = [line for line in done.stderr.splitlines() if "no reference price" in line]
     assert len(warnings) == 1, done.stderr
-    assert "for 3 of 5 quotes (AAPL, MSFT, GOOGL)" in warnings[0]
+    assert "for 5 of 5 quotes (" in warnings[0]
     assert sandbox.state.orders_created() == 5
+
+
+def test_a_wrong_quote_missing_its_reference_is_refused_and_the_rest_trade(
+    orch: Orch, sandbox: Sandbox
+):
+    """The source gives references, but not for TSLA, whose quote is also 100x too low: it
+    must not size an order on it (only the gateway's fat-finger check stood in the way)."""
+    sandbox.faults.no_reference_symbols = {"TSLA"}
+    sandbox.faults.wrong_price_symbols = {"TSLA"}
+    code, run = orch.json("run", "--symbols", SYMBOLS, *ALL_LONG)
+    assert code == 3, run
+    tsla = mappings(run)["TSLA"]
+    assert tsla["skip_reason"] == "price_unavailable"
+    assert tsla["client_order_id"] is None
+    assert sandbox.state.position("TSLA") == 0
+    filled = {s for s, m in mappings(run).items() if m["order_status"] == "filled"}
+    assert filled == {"AAPL", "MSFT", "GOOGL", "AMZN"}
 
 
 # --- item: files and numbers -----------------------------------------------------------------

@@ -71,10 +71,14 @@ def test_check_moves_makes_wrong_prices_unavailable_and_lists_the_unchecked():
         problems={"NVDA": "stale"},
     )
     checked = check_moves(book, D(25))
-    assert sorted(checked.book.quotes) == ["AAPL", "TSLA"]
+    assert sorted(checked.book.quotes) == ["AAPL"]
     assert checked.book.problems["NVDA"] == "stale"
     assert checked.book.problems["MSFT"].startswith("quote 4.20 is 99.0% below the reference")
-    assert checked.unchecked == ["TSLA"]
+    # The source gave references, but none for TSLA: nothing vouches for its quote.
+    assert checked.book.problems["TSLA"].startswith("no reference price")
+    assert checked.unchecked == []
+    unreferenced = PriceBook(quotes={"TSLA": quoted("250", None, "TSLA")})
+    assert check_moves(unreferenced, D(25)).unchecked == ["TSLA"]
 
 
 class FixedSource:
@@ -99,6 +103,16 @@ def test_quotes_without_a_reference_are_said_once_per_fetch_in_one_line(caplog):
         "(S0, S1, S2, S3, S4 and 3 more): MAX_PRICE_MOVE_PCT cannot check them; going ahead"
     )
     assert source.name == "redis"
+
+
+def test_a_quote_without_a_reference_from_a_source_that_gives_them_is_unavailable(caplog):
+    quotes = {"A": quoted("10", "10", "A"), "B": quoted("0.10", None, "B")}
+    source = ReferenceCheck(FixedSource(PriceBook(quotes=quotes)), max_move_pct=D(25))
+    with caplog.at_level(logging.WARNING):
+        book = source.fetch_prices(["A", "B"], now=NOW)
+    assert sorted(book.quotes) == ["A"]
+    assert book.problems["B"].startswith("no reference price (previous close) to check")
+    assert caplog.records == []
 
 
 def test_no_warning_when_every_quote_has_a_reference(caplog):
