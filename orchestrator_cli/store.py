@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, get_args
 
-from sqlalchemy import String, case, cast, func, select, update
+from sqlalchemy import String, case, cast, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator_cli.errors import RunNotFoundError
@@ -36,6 +36,8 @@ from orchestrator_cli.schemas import (
 )
 
 _MILLISECOND = Decimal("0.001")
+# The mappings' table, for bulk statements (Core: no ORM object per row).
+_MAPPINGS = SignalOrderMapping.metadata.tables[SignalOrderMapping.__tablename__]
 
 
 # --- Writes -------------------------------------------------------------------------------------
@@ -115,7 +117,7 @@ def add_mappings(
     plans: Sequence[PlannedMapping],
     client_order_ids: Sequence[str | None],
 ) -> list[int]:
-    """One row per plan, in order; returns the row ids.
+    """One row per plan, in order, in one bulk INSERT; returns the row ids in the plans' order.
 
     A plan that needs an order must come with its client_order_id (stored as outcome and
     order_status "planned"); a skipped one with None (order_qty and order_side stay null).
@@ -126,34 +128,43 @@ def add_mappings(
             raise ValueError(
                 f"{plan.symbol}: a client_order_id is required exactly when an order is planned"
             )
-        planned = OutcomeKind.PLANNED.value if plan.needs_order else None
-        rows.append(
-            SignalOrderMapping(
-                run_id=run_id,
-                symbol=plan.symbol,
-                predicted_return=plan.predicted_return,
-                rank=plan.rank,
-                target_weight=plan.target_weight,
-                price=plan.price,
-                price_timestamp=plan.price_timestamp,
-                current_qty=plan.current_qty,
-                target_dollars=plan.target_dollars,
-                target_qty=plan.target_qty,
-                leg=plan.leg,
-                reduces=plan.reduces if plan.needs_order else None,
-                order_qty=plan.order_qty if plan.needs_order else None,
-                order_side=plan.order_side if plan.needs_order else None,
-                client_order_id=client_order_id,
-                outcome=planned,
-                order_status=planned,
-                skip_reason=plan.skip_reason.value if plan.skip_reason else None,
-                note=plan.skip_detail,
-                detail=None if plan.needs_order else plan.skip_detail,
-            )
-        )
-    session.add_all(rows)
-    session.flush()
-    return [row.id for row in rows]
+        rows.append(_mapping_values(run_id, plan, client_order_id))
+    if not rows:
+        return []
+    # Core, not ORM objects: a universe of thousands of symbols is one statement (batched by
+    # the driver), and the ids come back in the order of the rows.
+    inserted = session.execute(
+        insert(_MAPPINGS).returning(_MAPPINGS.c.id, sort_by_parameter_order=True), rows
+    )
+    return [int(row_id) for row_id in inserted.scalars()]
+
+
+def _mapping_values(
+    run_id: uuid.UUID, plan: PlannedMapping, client_order_id: str | None
+) -> dict[str, Any]:
+    planned = OutcomeKind.PLANNED.value if plan.needs_order else None
+    return {
+        "run_id": run_id,
+        "symbol": plan.symbol,
+        "predicted_return": plan.predicted_return,
+        "rank": plan.rank,
+        "target_weight": plan.target_weight,
+        "price": plan.price,
+        "price_timestamp": plan.price_timestamp,
+        "current_qty": plan.current_qty,
+        "target_dollars": plan.target_dollars,
+        "target_qty": plan.target_qty,
+        "leg": plan.leg,
+        "reduces": plan.reduces if plan.needs_order else None,
+        "order_qty": plan.order_qty if plan.needs_order else None,
+        "order_side": plan.order_side if plan.needs_order else None,
+        "client_order_id": client_order_id,
+        "outcome": planned,
+        "order_status": planned,
+        "skip_reason": plan.skip_reason.value if plan.skip_reason else None,
+        "note": plan.skip_detail,
+        "detail": None if plan.needs_order else plan.skip_detail,
+    }
 
 
 def record_outcome(
@@ -341,16 +352,33 @@ class OrderRow:
     filled_qty: Decimal | None
 
 
-def order_rows(session: Session, run_ids: Sequence[uuid.UUID]) -> list[OrderRow]:
-    """Every planned order of the given runs (mappings with a client_order_id), in id order."""
-    rows = session.scalars(
-        select(SignalOrderMapping)
-        .where(
-            SignalOrderMapping.run_id.in_(list(run_ids)),
-            SignalOrderMapping.client_order_id.is_not(None),
+def order_rows(
+    session: Session,
+    run_ids: Sequence[uuid.UUID],
+    *,
+    outcomes: Sequence[OutcomeKind] | None = None,
+) -> list[OrderRow]:
+    """Every planned order of the given runs (mappings with a client_order_id), in id order;
+    only those with one of `outcomes` when given."""
+    m = SignalOrderMapping
+    query = (
+        select(
+            m.id,
+            m.run_id,
+            m.client_order_id,
+            m.symbol,
+            m.order_side,
+            m.order_qty,
+            m.reduces,
+            m.outcome,
+            m.order_status,
+            m.filled_qty,
         )
-        .order_by(SignalOrderMapping.id)
+        .where(m.run_id.in_(list(run_ids)), m.client_order_id.is_not(None))
+        .order_by(m.id)
     )
+    if outcomes is not None:
+        query = query.where(m.outcome.in_([kind.value for kind in outcomes]))
     return [
         OrderRow(
             mapping_id=row.id,
@@ -364,7 +392,7 @@ def order_rows(session: Session, run_ids: Sequence[uuid.UUID]) -> list[OrderRow]
             order_status=row.order_status,
             filled_qty=row.filled_qty,
         )
-        for row in rows
+        for row in session.execute(query)
     ]
 
 
@@ -515,21 +543,23 @@ def resolve_run_id(session: Session, text: str) -> uuid.UUID:
     return matches[0]
 
 
+# The columns of a mapping that a run's result shows: MappingResult's fields, by name.
+_RESULT_COLUMNS = [getattr(SignalOrderMapping, name) for name in MappingResult.model_fields]
+
+
 def load_run(session: Session, run_id: uuid.UUID) -> RunResult:
-    """A run with its mappings ordered by rank, then symbol."""
+    """A run with its mappings ordered by rank, then symbol.
+
+    The mappings are read as plain rows (no ORM objects): a run of thousands of symbols is
+    read back in a fraction of the time.
+    """
     row = _run_row(session, run_id)
-    mappings = session.scalars(
-        select(SignalOrderMapping)
-        .where(SignalOrderMapping.run_id == run_id)
-        .order_by(
-            SignalOrderMapping.rank,
-            SignalOrderMapping.symbol,
-            SignalOrderMapping.leg,
-            SignalOrderMapping.id,
-        )
+    m = SignalOrderMapping
+    mappings = session.execute(
+        select(*_RESULT_COLUMNS).where(m.run_id == run_id).order_by(m.rank, m.symbol, m.leg, m.id)
     )
     return RunResult(
         **_summary_fields(row),
         limits=row.limits,
-        mappings=[MappingResult.model_validate(m, from_attributes=True) for m in mappings],
+        mappings=[MappingResult.model_validate(mapping._mapping) for mapping in mappings],
     )

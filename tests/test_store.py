@@ -192,6 +192,24 @@ def test_client_order_id_is_unique_within_a_run(session_factory, make_plan):
             store.add_mappings(session, run_id, [make_plan("AAPL"), make_plan("MSFT")], ["c", "c"])
 
 
+def test_a_large_plan_is_inserted_at_once_with_its_ids_in_plan_order(session_factory, make_plan):
+    # More rows than one batch of the driver's multi-row INSERT (1,000), in no sorted order.
+    symbols = [f"S{(i * 7919) % 2500:04d}" for i in range(2500)]
+    plans = [
+        make_plan(s, rank=i + 1) if i % 3 else make_plan(s, skip_reason=SkipReason.ZERO_WEIGHT)
+        for i, s in enumerate(symbols)
+    ]
+    coids = [None if i % 3 == 0 else f"c-{s}" for i, s in enumerate(symbols)]
+    with session_factory.begin() as session:
+        run_id = new_run(session)
+        ids = store.add_mappings(session, run_id, plans, coids)
+    with session_factory() as session:
+        rows = session.execute(select(SignalOrderMapping.id, SignalOrderMapping.symbol)).all()
+    stored = {row_id: symbol for row_id, symbol in rows}
+    assert len(ids) == len(set(ids)) == 2500
+    assert [stored[i] for i in ids] == symbols
+
+
 @pytest.mark.parametrize(
     ("skip_reason", "client_order_id"),
     [(None, None), (SkipReason.ALREADY_AT_TARGET, "c-1")],
