@@ -15,9 +15,10 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, get_args
 
-from sqlalchemy import String, case, cast, func, insert, select, update
+from sqlalchemy import String, bindparam, case, cast, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from orchestrator_cli.dbtypes import UTCDateTime
 from orchestrator_cli.errors import RunNotFoundError
 from orchestrator_cli.models import OrchestrationRun, SignalOrderMapping
 from orchestrator_cli.schemas import (
@@ -171,21 +172,70 @@ def record_outcome(
     session: Session, mapping_id: int, outcome: SubmitOutcome, *, at: datetime
 ) -> None:
     """Record what became of one order; submitted_at keeps the first time it was actually sent."""
-    row = session.get_one(SignalOrderMapping, mapping_id)
-    if row.client_order_id != outcome.client_order_id:
-        raise ValueError(
-            f"outcome for {outcome.client_order_id} given for mapping {mapping_id} "
-            f"({row.client_order_id})"
-        )
-    row.outcome = outcome.kind.value
-    row.order_status = outcome.order_status
-    if outcome.broker_order_id is not None:
-        row.broker_order_id = outcome.broker_order_id
-    row.detail = outcome.message
-    if outcome.sent and row.submitted_at is None:
-        row.submitted_at = at
-    row.updated_at = at
-    session.flush()
+    record_outcomes(session, [Answered(mapping_id, outcome, at)])
+
+
+@dataclass(frozen=True)
+class Answered:
+    """An order's outcome and when it came, on its way to the audit trail."""
+
+    mapping_id: int
+    outcome: SubmitOutcome
+    at: datetime
+
+
+_OUTCOME_UPDATE = (
+    update(_MAPPINGS)
+    .where(_MAPPINGS.c.id == bindparam("b_id"))
+    .values(
+        outcome=bindparam("b_outcome"),
+        order_status=bindparam("b_status"),
+        broker_order_id=func.coalesce(
+            bindparam("b_broker", type_=String), _MAPPINGS.c.broker_order_id
+        ),
+        detail=bindparam("b_detail"),
+        submitted_at=func.coalesce(
+            _MAPPINGS.c.submitted_at, bindparam("b_sent_at", type_=UTCDateTime())
+        ),
+        updated_at=bindparam("b_at"),
+    )
+)
+
+
+def record_outcomes(session: Session, answered: Sequence[Answered]) -> None:
+    """Record what became of several orders in one statement, each as `record_outcome` does.
+
+    Raises ValueError (and records nothing) if an outcome names another order than its mapping.
+    """
+    if not answered:
+        return
+    ids = [a.mapping_id for a in answered]
+    planned = dict(
+        session.execute(
+            select(_MAPPINGS.c.id, _MAPPINGS.c.client_order_id).where(_MAPPINGS.c.id.in_(ids))
+        ).all()
+    )
+    for a in answered:
+        if planned.get(a.mapping_id) != a.outcome.client_order_id:
+            raise ValueError(
+                f"outcome for {a.outcome.client_order_id} given for mapping {a.mapping_id} "
+                f"({planned.get(a.mapping_id)})"
+            )
+    session.execute(
+        _OUTCOME_UPDATE,
+        [
+            {
+                "b_id": a.mapping_id,
+                "b_outcome": a.outcome.kind.value,
+                "b_status": a.outcome.order_status,
+                "b_broker": a.outcome.broker_order_id,
+                "b_detail": a.outcome.message,
+                "b_sent_at": a.at if a.outcome.sent else None,
+                "b_at": a.at,
+            }
+            for a in answered
+        ],
+    )
 
 
 def mark_not_sent(
