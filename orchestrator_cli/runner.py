@@ -1,11 +1,18 @@
 """The run use case: signals -> positions and prices -> plan -> record -> submit -> record.
 
 Crash safety is by construction. The run row (`running`) is committed before any service is
-called, and every planned order with its deterministic `client_order_id` is committed before
-the first order is sent. Each outcome is committed as it arrives, in its own short transaction;
-no transaction is ever open across an HTTP call. A process killed at any moment therefore
-leaves every order it may have sent in the database, and a re-send of the same plan reaches the
-gateway's idempotency (same id, same payload -> the existing order) instead of a second order.
+called, and every planned order with its deterministic `client_order_id` is committed, synced
+to disk, before the first order is sent. No transaction is ever open across an HTTP call. A
+process killed at any moment therefore leaves every order it may have sent in the database, and
+a re-send of the same plan reaches the gateway's idempotency (same id, same payload -> the
+existing order) instead of a second order.
+
+Outcomes are not part of that guarantee, so they are recorded off the sending path: a writer
+thread commits what has arrived in grouped transactions (`outcomes.OutcomeWriter`), flushed
+before anything reads them back. A crash between an accepted order and its group's commit
+leaves the row `planned`; a resume or the day's next run settles every `planned` and `unknown`
+row by GET client_order_id: found, its state is recorded and it is never re-sent; not found
+(404), it never arrived and is sent again with the same id. So it is settled exactly once.
 
 Exactly once across processes: every run that sends holds the run lock of its strategy and
 trading date (`locking.RunLock`). Under it, the day's earlier runs are read and `day.decide_day`

@@ -140,31 +140,26 @@ def add_mappings(
     return [int(row_id) for row_id in inserted.scalars()]
 
 
+_PLAN_COLUMNS: tuple[str, ...] = ("symbol", "predicted_return", "rank", "target_weight", "price")
+_PLAN_COLUMNS += ("price_timestamp", "current_qty", "target_dollars", "target_qty", "leg")
+
+
 def _mapping_values(
     run_id: uuid.UUID, plan: PlannedMapping, client_order_id: str | None
 ) -> dict[str, Any]:
-    planned = OutcomeKind.PLANNED.value if plan.needs_order else None
-    return {
+    ordered = plan.needs_order
+    planned = OutcomeKind.PLANNED.value if ordered else None
+    return {name: getattr(plan, name) for name in _PLAN_COLUMNS} | {
         "run_id": run_id,
-        "symbol": plan.symbol,
-        "predicted_return": plan.predicted_return,
-        "rank": plan.rank,
-        "target_weight": plan.target_weight,
-        "price": plan.price,
-        "price_timestamp": plan.price_timestamp,
-        "current_qty": plan.current_qty,
-        "target_dollars": plan.target_dollars,
-        "target_qty": plan.target_qty,
-        "leg": plan.leg,
-        "reduces": plan.reduces if plan.needs_order else None,
-        "order_qty": plan.order_qty if plan.needs_order else None,
-        "order_side": plan.order_side if plan.needs_order else None,
+        "reduces": plan.reduces if ordered else None,
+        "order_qty": plan.order_qty if ordered else None,
+        "order_side": plan.order_side if ordered else None,
         "client_order_id": client_order_id,
         "outcome": planned,
         "order_status": planned,
         "skip_reason": plan.skip_reason.value if plan.skip_reason else None,
         "note": plan.skip_detail,
-        "detail": None if plan.needs_order else plan.skip_detail,
+        "detail": None if ordered else plan.skip_detail,
     }
 
 
@@ -186,16 +181,17 @@ class Answered:
 
 _OUTCOME_UPDATE = (
     update(_MAPPINGS)
-    .where(_MAPPINGS.c.id == bindparam("b_id"))
+    .where(_MAPPINGS.c.id == bindparam("b_id"), _MAPPINGS.c.client_order_id == bindparam("b_coid"))
     .values(
         outcome=bindparam("b_outcome"),
         order_status=bindparam("b_status"),
+        # A new broker id replaces the old one; none keeps it. The first send time is kept.
         broker_order_id=func.coalesce(
-            bindparam("b_broker", type_=String), _MAPPINGS.c.broker_order_id
+            bindparam("b_broker", type_=String()), _MAPPINGS.c.broker_order_id
         ),
         detail=bindparam("b_detail"),
         submitted_at=func.coalesce(
-            _MAPPINGS.c.submitted_at, bindparam("b_sent_at", type_=UTCDateTime())
+            _MAPPINGS.c.submitted_at, bindparam("b_sent", type_=UTCDateTime())
         ),
         updated_at=bindparam("b_at"),
     )
@@ -205,37 +201,28 @@ _OUTCOME_UPDATE = (
 def record_outcomes(session: Session, answered: Sequence[Answered]) -> None:
     """Record what became of several orders in one statement, each as `record_outcome` does.
 
-    Raises ValueError (and records nothing) if an outcome names another order than its mapping.
+    Raises ValueError if an outcome names another order than its mapping (the caller's
+    transaction, rolled back, then records none of them).
     """
     if not answered:
         return
-    ids = [a.mapping_id for a in answered]
-    planned = dict(
-        session.execute(
-            select(_MAPPINGS.c.id, _MAPPINGS.c.client_order_id).where(_MAPPINGS.c.id.in_(ids))
-        ).all()
-    )
-    for a in answered:
-        if planned.get(a.mapping_id) != a.outcome.client_order_id:
-            raise ValueError(
-                f"outcome for {a.outcome.client_order_id} given for mapping {a.mapping_id} "
-                f"({planned.get(a.mapping_id)})"
-            )
-    session.execute(
-        _OUTCOME_UPDATE,
-        [
-            {
-                "b_id": a.mapping_id,
-                "b_outcome": a.outcome.kind.value,
-                "b_status": a.outcome.order_status,
-                "b_broker": a.outcome.broker_order_id,
-                "b_detail": a.outcome.message,
-                "b_sent_at": a.at if a.outcome.sent else None,
-                "b_at": a.at,
-            }
-            for a in answered
-        ],
-    )
+    params = [
+        {
+            "b_id": a.mapping_id,
+            "b_coid": a.outcome.client_order_id,
+            "b_outcome": a.outcome.kind.value,
+            "b_status": a.outcome.order_status,
+            "b_broker": a.outcome.broker_order_id,
+            "b_detail": a.outcome.message,
+            "b_sent": a.at if a.outcome.sent else None,
+            "b_at": a.at,
+        }
+        for a in answered
+    ]
+    updated = session.execute(_OUTCOME_UPDATE, params)
+    if getattr(updated, "rowcount", len(params)) != len(params):
+        orders = ", ".join(f"{a.outcome.client_order_id} -> {a.mapping_id}" for a in answered[:5])
+        raise ValueError(f"an outcome was given for another order's mapping among: {orders}")
 
 
 def mark_not_sent(
@@ -410,25 +397,14 @@ def order_rows(
 ) -> list[OrderRow]:
     """Every planned order of the given runs (mappings with a client_order_id), in id order;
     only those with one of `outcomes` when given."""
-    m = SignalOrderMapping
+    c = _MAPPINGS.c
     query = (
-        select(
-            m.id,
-            m.run_id,
-            m.client_order_id,
-            m.symbol,
-            m.order_side,
-            m.order_qty,
-            m.reduces,
-            m.outcome,
-            m.order_status,
-            m.filled_qty,
-        )
-        .where(m.run_id.in_(list(run_ids)), m.client_order_id.is_not(None))
-        .order_by(m.id)
+        select(_MAPPINGS)
+        .where(c.run_id.in_(list(run_ids)), c.client_order_id.is_not(None))
+        .order_by(c.id)
     )
     if outcomes is not None:
-        query = query.where(m.outcome.in_([kind.value for kind in outcomes]))
+        query = query.where(c.outcome.in_([kind.value for kind in outcomes]))
     return [
         OrderRow(
             mapping_id=row.id,
@@ -442,7 +418,7 @@ def order_rows(
             order_status=row.order_status,
             filled_qty=row.filled_qty,
         )
-        for row in session.execute(query)
+        for row in session.connection().execute(query)
     ]
 
 
@@ -593,23 +569,17 @@ def resolve_run_id(session: Session, text: str) -> uuid.UUID:
     return matches[0]
 
 
-# The columns of a mapping that a run's result shows: MappingResult's fields, by name.
-_RESULT_COLUMNS = [getattr(SignalOrderMapping, name) for name in MappingResult.model_fields]
-
-
 def load_run(session: Session, run_id: uuid.UUID) -> RunResult:
-    """A run with its mappings ordered by rank, then symbol.
-
-    The mappings are read as plain rows (no ORM objects): a run of thousands of symbols is
-    read back in a fraction of the time.
-    """
+    """A run with its mappings ordered by rank, then symbol (read as rows, not ORM objects)."""
     row = _run_row(session, run_id)
-    m = SignalOrderMapping
-    mappings = session.execute(
-        select(*_RESULT_COLUMNS).where(m.run_id == run_id).order_by(m.rank, m.symbol, m.leg, m.id)
+    c = _MAPPINGS.c
+    mappings = session.connection().execute(
+        select(*(c[name] for name in MappingResult.model_fields))
+        .where(c.run_id == run_id)
+        .order_by(c.rank, c.symbol, c.leg, c.id)
     )
     return RunResult(
         **_summary_fields(row),
         limits=row.limits,
-        mappings=[MappingResult.model_validate(mapping._mapping) for mapping in mappings],
+        mappings=[MappingResult.model_validate(mapping._asdict()) for mapping in mappings],
     )

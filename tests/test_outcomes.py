@@ -66,7 +66,7 @@ def statuses(session_factory) -> dict[str, str | None]:
         rows = session.execute(
             select(SignalOrderMapping.client_order_id, SignalOrderMapping.outcome)
         ).all()
-    return {coid: outcome for coid, outcome in rows}
+    return dict(rows)
 
 
 class Recorder:
@@ -225,13 +225,13 @@ def test_a_database_failure_mid_run_stops_sending(session_factory, monkeypatch, 
 def test_record_outcomes_checks_every_order_before_writing(session_factory, make_plan):
     orders = planned_orders(session_factory, make_plan, 2)
     (first, first_coid), (second, _) = orders
-    with pytest.raises(ValueError, match="given for mapping"):
-        with db.transaction(session_factory, "x") as session:
-            store.record_outcomes(
-                session,
-                [
-                    store.Answered(first, accepted(first_coid), NOW),
-                    store.Answered(second, accepted("someone-else"), NOW),
-                ],
-            )
+    answered = [
+        store.Answered(first, accepted(first_coid), NOW),
+        store.Answered(second, accepted("someone-else"), NOW),
+    ]
+    with (
+        pytest.raises(ValueError, match="another order"),
+        db.transaction(session_factory, "x") as s,
+    ):
+        store.record_outcomes(s, answered)
     assert set(statuses(session_factory).values()) == {"planned"}

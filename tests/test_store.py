@@ -205,7 +205,7 @@ def test_a_large_plan_is_inserted_at_once_with_its_ids_in_plan_order(session_fac
         ids = store.add_mappings(session, run_id, plans, coids)
     with session_factory() as session:
         rows = session.execute(select(SignalOrderMapping.id, SignalOrderMapping.symbol)).all()
-    stored = {row_id: symbol for row_id, symbol in rows}
+    stored = dict(rows)
     assert len(ids) == len(set(ids)) == 2500
     assert [stored[i] for i in ids] == symbols
 
@@ -247,6 +247,38 @@ def test_record_outcome_keeps_the_first_send_time_and_checks_the_order(session_f
         mapping = session.get_one(SignalOrderMapping, mapping_id)
     assert (mapping.outcome, mapping.order_status, mapping.detail) == ("accepted", "filled", None)
     assert (mapping.submitted_at, mapping.updated_at) == (first, later)
+
+
+def test_record_outcomes_keeps_a_broker_id_until_a_new_one_comes(session_factory, make_plan):
+    with session_factory.begin() as session:
+        run_id = new_run(session)
+        ids = store.add_mappings(session, run_id, [make_plan("A"), make_plan("B")], ["c-a", "c-b"])
+    answers = [
+        ("b-1", "new"),
+        (None, "unknown"),  # a later answer without one (a timeout) keeps it
+        ("b-2", "filled"),
+    ]
+    for broker, status in answers:
+        with db.transaction(session_factory, "recording") as session:
+            store.record_outcomes(
+                session,
+                [
+                    store.Answered(
+                        mapping_id,
+                        outcome(coid, OutcomeKind.ACCEPTED, status, broker_order_id=broker),
+                        START,
+                    )
+                    for mapping_id, coid in zip(ids, ["c-a", "c-b"], strict=True)
+                ],
+            )
+            if broker is None:
+                rows = session.scalars(select(SignalOrderMapping.broker_order_id)).all()
+                assert rows == ["b-1", "b-1"]
+    with session_factory() as session:
+        rows = session.execute(
+            select(SignalOrderMapping.broker_order_id, SignalOrderMapping.order_status)
+        ).all()
+    assert [tuple(row) for row in rows] == [("b-2", "filled"), ("b-2", "filled")]
 
 
 # --- counts -----------------------------------------------------------------------------------
