@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 # The newest migration this version of orch ships. Alembic is imported only to migrate, so
 # every other command checks the database against this constant (tests/test_migrations.py
 # checks it against the migrations folder).
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT_SECONDS = 10
 

@@ -295,8 +295,10 @@ def finish_run(
     status: str,
     error_message: str | None,
     completed_at: datetime,
+    phase_seconds: dict[str, float] | None = None,
 ) -> None:
-    """Close a run: status, duration and the num_orders_* counts taken from its mappings."""
+    """Close a run: status, duration and the num_orders_* counts taken from its mappings;
+    `phase_seconds`, when given, replaces the phases stored before (a resume's own)."""
     if status not in get_args(RunStatus):
         raise ValueError(f"unknown run status {status!r}")
     row = _run_row(session, run_id)
@@ -304,6 +306,8 @@ def finish_run(
     row.status = status
     row.error_message = error_message
     row.completed_at = completed_at
+    if phase_seconds is not None:
+        row.phase_seconds = phase_seconds
     row.duration_seconds = _seconds(completed_at - (row.resumed_at or row.started_at))
     _store_counts(row, counts)
     session.flush()
@@ -513,6 +517,7 @@ def _summary_fields(row: OrchestrationRun) -> dict[str, Any]:
             if row.resumed_at is not None and row.completed_at is not None
             else None
         ),
+        "phase_seconds": row.phase_seconds,
     }
 
 

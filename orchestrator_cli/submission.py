@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from orchestrator_cli import store
 from orchestrator_cli.errors import DatabaseError
 from orchestrator_cli.outcomes import OutcomeWriter
+from orchestrator_cli.phases import PhaseTimer
 from orchestrator_cli.request import Execution
 from orchestrator_cli.schemas import OrderRequest, OutcomeKind, SubmitOutcome
 from orchestrator_cli.services import RunServices
@@ -59,14 +60,21 @@ class Submitter:
     is halted or failing closed from the start meets exactly one order, not a whole pool's.
     """
 
-    def __init__(self, run_id: uuid.UUID, services: RunServices, execution: Execution) -> None:
+    def __init__(
+        self,
+        run_id: uuid.UUID,
+        services: RunServices,
+        execution: Execution,
+        phases: PhaseTimer | None = None,
+    ) -> None:
         self.run_id = run_id
         self._services = services
         self._execution = execution
         self._halt = threading.Event()
         self._halt_reason = ""
         self._first_answered = False
-        self.record_seconds = 0.0  # time the outcome writer spent committing
+        # `submit`: the wall time of sending; `record_outcomes`: the writer's commits within it.
+        self._phases = phases or PhaseTimer()
 
     def submit(self, orders: Sequence[PendingOrder]) -> None:
         """Position-reducing orders first, all answered, then the ones that add exposure.
@@ -87,11 +95,11 @@ class Submitter:
             self._services.sessions, on_failure=lambda: self._stop("the database failed")
         )
         try:
-            with writer:
+            with self._phases.phase("submit"), writer:
                 done = self._send_wave(writer, reducing, done=0, total=total)
                 self._send_wave(writer, adding, done=done, total=total)
         finally:
-            self.record_seconds += writer.commit_seconds
+            self._phases.add("record_outcomes", writer.commit_seconds)
 
     def _stop(self, reason: str) -> None:
         if not self._halt.is_set():
