@@ -20,7 +20,7 @@ from fakes import (
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from orchestrator_cli import db, store
+from orchestrator_cli import db, outcomes, store
 from orchestrator_cli.errors import DatabaseError, RunInterrupted
 from orchestrator_cli.models import SignalOrderMapping
 from orchestrator_cli.outcomes import OutcomeWriter
@@ -70,16 +70,16 @@ def statuses(session_factory) -> dict[str, str | None]:
 
 
 class Recorder:
-    """Wraps store.record_outcomes: counts the transactions, can hold the first one."""
+    """Wraps outcomes.record_outcomes: counts the transactions, can hold the first one."""
 
     def __init__(self, monkeypatch, *, hold_first: bool = False) -> None:
-        self.real = store.record_outcomes
+        self.real = outcomes.record_outcomes
         self.groups: list[int] = []
         self.durability: list[str] = []
         self.holding = threading.Event()
         self.release = threading.Event()
         self.hold_first = hold_first
-        monkeypatch.setattr(store, "record_outcomes", self)
+        monkeypatch.setattr(outcomes, "record_outcomes", self)
 
     def __call__(self, session, answered) -> None:
         connection = session.connection()
@@ -131,7 +131,7 @@ def test_a_failed_commit_stops_the_writer_and_is_reported(session_factory, make_
     def failing(session, answered) -> None:
         raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(store, "record_outcomes", failing)
+    monkeypatch.setattr(outcomes, "record_outcomes", failing)
     failures: list[str] = []
     with OutcomeWriter(session_factory, on_failure=lambda: failures.append("stop")) as writer:
         writer.put(orders[0][0], accepted(orders[0][1]), at=NOW)
@@ -209,7 +209,7 @@ def test_a_database_failure_mid_run_stops_sending(session_factory, monkeypatch, 
             raise ValueError("outcome for another order")
         raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(store, "record_outcomes", failing)
+    monkeypatch.setattr(outcomes, "record_outcomes", failing)
     services = services_for(
         session_factory,
         FakeSignals(signals_of(*[(s, "0.1") for s in symbols])),
@@ -226,12 +226,12 @@ def test_record_outcomes_checks_every_order_before_writing(session_factory, make
     orders = planned_orders(session_factory, make_plan, 2)
     (first, first_coid), (second, _) = orders
     answered = [
-        store.Answered(first, accepted(first_coid), NOW),
-        store.Answered(second, accepted("someone-else"), NOW),
+        outcomes.Answered(first, accepted(first_coid), NOW),
+        outcomes.Answered(second, accepted("someone-else"), NOW),
     ]
     with (
         pytest.raises(ValueError, match="another order"),
         db.transaction(session_factory, "x") as s,
     ):
-        store.record_outcomes(s, answered)
+        outcomes.record_outcomes(s, answered)
     assert set(statuses(session_factory).values()) == {"planned"}
