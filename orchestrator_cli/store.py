@@ -36,6 +36,7 @@ from orchestrator_cli.schemas import (
 )
 
 _MILLISECOND = Decimal("0.001")
+IDS_PER_STATEMENT = 10_000
 # The mappings' table, for bulk statements (Core: no ORM object per row).
 _MAPPINGS = SignalOrderMapping.metadata.tables[SignalOrderMapping.__tablename__]
 
@@ -191,18 +192,19 @@ def mark_not_sent(
     at: datetime,
 ) -> None:
     """Record orders never sent (e.g. after a kill switch): outcome and status `not_sent`."""
-    if not mapping_ids:
-        return
-    session.execute(
-        update(SignalOrderMapping)
-        .where(SignalOrderMapping.id.in_(mapping_ids))
-        .values(
-            outcome=OutcomeKind.NOT_SENT.value,
-            order_status="not_sent",
-            detail=message,
-            updated_at=at,
+    ids = list(mapping_ids)
+    # In slices: SQLite takes at most 32,766 parameters in one statement (by default).
+    for start in range(0, len(ids), IDS_PER_STATEMENT):
+        session.execute(
+            update(SignalOrderMapping)
+            .where(SignalOrderMapping.id.in_(ids[start : start + IDS_PER_STATEMENT]))
+            .values(
+                outcome=OutcomeKind.NOT_SENT.value,
+                order_status="not_sent",
+                detail=message,
+                updated_at=at,
+            )
         )
-    )
     session.flush()
 
 

@@ -305,6 +305,21 @@ def test_record_outcomes_keeps_a_broker_id_until_a_new_one_comes(session_factory
     assert [tuple(row) for row in rows] == [("b-2", "filled"), ("b-2", "filled")]
 
 
+def test_mark_not_sent_takes_more_orders_than_sqlite_takes_parameters(session_factory, make_plan):
+    symbols = ["A", "B", "C"]
+    with session_factory.begin() as session:
+        run_id = new_run(session)
+        ids = store.add_mappings(
+            session, run_id, [make_plan(s) for s in symbols], [f"c-{s}" for s in symbols]
+        )
+        # SQLite takes at most 32,766 parameters by default, 250,000 as some distributions build it
+        absent = range(max(ids) + 1, max(ids) + 300_001)
+        store.mark_not_sent(session, [*absent, *ids], message="refused", at=START)
+    with session_factory() as session:
+        outcomes = session.scalars(select(SignalOrderMapping.outcome)).all()
+    assert outcomes == ["not_sent"] * 3
+
+
 # --- counts -----------------------------------------------------------------------------------
 
 
