@@ -393,7 +393,8 @@ def _new_run(
 def _carry_out_new(run: ActiveRun, spec: RunSpec, action: NewRun) -> RunResult:
     run_id, services = run.run_id, run.services
     if action.abandon is not None:
-        _abandon(run, action.abandon)
+        with run.phases.phase("settle"):
+            _abandon(run, action.abandon)
     try:
         refusal = run.preflight()
         if refusal is not None:

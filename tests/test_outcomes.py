@@ -235,3 +235,43 @@ def test_record_outcomes_checks_every_order_before_writing(session_factory, make
     ):
         outcomes.record_outcomes(s, answered)
     assert set(statuses(session_factory).values()) == {"planned"}
+
+
+class Crash(BaseException):
+    """Stands for the process dying (not an Exception: nothing handles it)."""
+
+
+def test_answers_lost_before_their_commit_are_settled_by_id_and_never_sent_again(
+    session_factory, monkeypatch
+):
+    symbols = ["AAPL", "MSFT", "GOOGL"]
+    gateway = FakeGateway()
+    request = make_request(symbols, order_concurrency=2)
+
+    def services():
+        return services_for(
+            session_factory,
+            FakeSignals(signals_of(*[(s, "0.3") for s in symbols])),
+            gateway,
+            FakePrices(dict.fromkeys(symbols, "100")),
+        )
+
+    def die_once_all_are_answered(done: int, total: int) -> None:
+        if done == total:
+            raise Crash
+
+    # The gateway took every order; the process died before any group was committed.
+    monkeypatch.setattr(outcomes, "record_outcomes", lambda session, answered: None)
+    dying = services()
+    dying.order_progress = die_once_all_are_answered
+    with pytest.raises(Crash):
+        execute_run(request, dying)
+    monkeypatch.undo()
+    assert set(statuses(session_factory).values()) == {"planned"}
+    assert len(gateway.sent) == 3
+
+    outcome = execute_run(request, services())
+    assert (outcome.action, outcome.result.status) == ("resumed", "completed")
+    assert len(gateway.sent) == 3  # found at the gateway by id: none sent again
+    assert sorted(gateway.lookups) == sorted(o.client_order_id for o in gateway.sent)
+    assert set(statuses(session_factory).values()) == {"accepted"}
