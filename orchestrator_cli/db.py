@@ -3,6 +3,10 @@
 `transaction` is the one way to commit data: a SQLAlchemy failure inside it becomes a
 `DatabaseError`. Only `upgrade_database` and `prepare_database` (so `open_database`) commit
 otherwise, their own migration transaction.
+
+Durability: every transaction's commit is on disk when it returns (SQLite in WAL mode with
+`synchronous=FULL`, set on every checkout of a pooled connection), except those that call
+`relax_durability` first: the order outcomes, which a later run re-derives from the gateway.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ if TYPE_CHECKING:
 # The newest migration this version of orch ships. Alembic is imported only to migrate, so
 # every other command checks the database against this constant (tests/test_migrations.py
 # checks it against the migrations folder).
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT_SECONDS = 10
 
@@ -39,6 +43,19 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     try:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # Write-ahead log: a commit appends to the log instead of rewriting pages, and readers
+        # never block the writer. The mode is kept in the file: after the first time a no-op.
+        cursor.execute("PRAGMA journal_mode=WAL")
+    finally:
+        cursor.close()
+
+
+def _durable_by_default(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    # Every checkout starts durable (each commit synced to disk), whatever an earlier user of
+    # this pooled connection chose: only a transaction that asks (`relax_durability`) is not.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA synchronous=FULL")
     finally:
         cursor.close()
 
@@ -60,6 +77,7 @@ def make_engine(url: str) -> Engine:
                 ) from exc
         engine = create_engine(sa_url)
         event.listen(engine, "connect", _set_sqlite_pragmas)
+        event.listen(engine, "checkout", _durable_by_default)
         return engine
     if sa_url.drivername == "postgresql":
         # SQLAlchemy 2.1 picks psycopg 3 for a bare postgresql://; orch ships psycopg2.
@@ -97,6 +115,24 @@ def transaction(sessions: sessionmaker[Session], what: str) -> Iterator[Session]
             yield session
     except SQLAlchemyError as exc:
         raise DatabaseError(f"database failed while {what}: {_short_reason(exc)}") from exc
+
+
+def relax_durability(session: Session) -> None:
+    """Let this transaction's commit return before it is on disk; call it first in the
+    transaction. For records that a later run can re-derive (order outcomes, read back from
+    the gateway by client_order_id), never for the plan.
+
+    A power loss (SQLite) or a server crash (PostgreSQL) may then lose the last such commits,
+    never corrupt the database nor lose an earlier durable commit. SQLite (WAL mode):
+    `synchronous=NORMAL` on this connection until its next checkout, which makes it durable
+    again; PostgreSQL: `synchronous_commit` off for this transaction only.
+    """
+    connection = session.connection()
+    dialect = connection.dialect.name
+    if dialect == "sqlite":
+        connection.exec_driver_sql("PRAGMA synchronous=NORMAL")
+    elif dialect == "postgresql":
+        connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
 
 
 def migrations_dir() -> Path:

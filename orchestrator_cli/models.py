@@ -76,6 +76,8 @@ class OrchestrationRun(Base):
     resumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the last resume
     duration_seconds: Mapped[Decimal | None] = mapped_column(ExactDecimal(12, 3))
     error_message: Mapped[str | None] = mapped_column(Text)
+    # Seconds spent in each phase of the run (signals, record_plan, submit, ...), 3 decimals.
+    phase_seconds: Mapped[dict[str, float] | None] = mapped_column(JSON)
 
     mappings: Mapped[list[SignalOrderMapping]] = relationship(
         back_populates="run",

@@ -1,11 +1,18 @@
 """The run use case: signals -> positions and prices -> plan -> record -> submit -> record.
 
 Crash safety is by construction. The run row (`running`) is committed before any service is
-called, and every planned order with its deterministic `client_order_id` is committed before
-the first order is sent. Each outcome is committed as it arrives, in its own short transaction;
-no transaction is ever open across an HTTP call. A process killed at any moment therefore
-leaves every order it may have sent in the database, and a re-send of the same plan reaches the
-gateway's idempotency (same id, same payload -> the existing order) instead of a second order.
+called, and every planned order with its deterministic `client_order_id` is committed, synced
+to disk, before the first order is sent. No transaction is ever open across an HTTP call. A
+process killed at any moment therefore leaves every order it may have sent in the database, and
+a re-send of the same plan reaches the gateway's idempotency (same id, same payload -> the
+existing order) instead of a second order.
+
+Outcomes are not part of that guarantee, so they are recorded off the sending path: a writer
+thread commits what has arrived in grouped transactions (`outcomes.OutcomeWriter`), flushed
+before anything reads them back. A crash between an accepted order and its group's commit
+leaves the row `planned`; a resume or the day's next run settles every `planned` and `unknown`
+row by GET client_order_id: found, its state is recorded and it is never re-sent; not found
+(404), it never arrived and is sent again with the same id. So it is settled exactly once.
 
 Exactly once across processes: every run that sends holds the run lock of its strategy and
 trading date (`locking.RunLock`). Under it, the day's earlier runs are read and `day.decide_day`
@@ -48,6 +55,7 @@ from orchestrator_cli.errors import (
 )
 from orchestrator_cli.locking import RunLock
 from orchestrator_cli.mode import RunMode, mode_of
+from orchestrator_cli.phases import PhaseTimer
 from orchestrator_cli.request import Execution, RunRequest, RunSpec
 from orchestrator_cli.schemas import (
     OrderRequest,
@@ -129,7 +137,8 @@ class ActiveRun:
         self.services = services
         self.execution = execution
         self.settlement = Settlement(services, concurrency=execution.order_concurrency)
-        self._submitter = Submitter(self.run_id, services, execution)
+        self.phases = PhaseTimer()  # stored with the run when it finishes
+        self._submitter = Submitter(self.run_id, services, execution, self.phases)
 
     def preflight(self) -> str | None:
         """Gateway mode, kill switch, health and strategy; a reason to refuse the run, or None.
@@ -160,18 +169,17 @@ class ActiveRun:
         return "; ".join(problems) + "; no order was sent"
 
     def send(self, orders: Sequence[PendingOrder]) -> None:
-        """Submit, then settle this run's unknown outcomes (re-sending what never arrived)."""
+        """Submit, then settle this run's unknown outcomes (re-sending what never arrived).
+
+        Every outcome is committed when a submission returns, so the read sees them all."""
         self._submitter.submit(orders)
         with _transaction(self.services, "reading unknown outcomes") as session:
-            unknown = [
-                r
-                for r in store.order_rows(session, [self.run_id])
-                if r.outcome == OutcomeKind.UNKNOWN
-            ]
+            unknown = store.order_rows(session, [self.run_id], outcomes=[OutcomeKind.UNKNOWN])
         if not unknown:
             return
         self.services.progress(f"settling {len(unknown)} orders of unknown outcome")
-        resend = self.settlement.settle(unknown)
+        with self.phases.phase("settle"):
+            resend = self.settlement.settle(unknown)
         self._submitter.submit([PendingOrder.of(r) for r in resend])
 
     def refuse_plan(self, orders: Sequence[PendingOrder], message: str) -> RunResult:
@@ -193,6 +201,7 @@ class ActiveRun:
                 status=final,
                 error_message=message,
                 completed_at=self.services.clock(),
+                phase_seconds=self.phases.record(),
             )
         with _transaction(self.services, "reading the run back") as session:
             return store.load_run(session, self.run_id)
@@ -216,7 +225,8 @@ class ActiveRun:
             refusal = str(exc)
         pending = [r for r in rows if r.outcome in UNSETTLED]
         self.services.progress(f"settling {len(pending)} orders that may have reached the gateway")
-        never_arrived = self.settlement.settle(pending)
+        with self.phases.phase("settle"):
+            never_arrived = self.settlement.settle(pending)
         unsent = [r for r in rows if r.outcome in (OutcomeKind.NOT_SENT, OutcomeKind.BLOCKED)]
         if refusal is not None:
             return self.finish(None, f"{refusal}; {len(never_arrived) + len(unsent)} not sent")
@@ -383,7 +393,8 @@ def _new_run(
 def _carry_out_new(run: ActiveRun, spec: RunSpec, action: NewRun) -> RunResult:
     run_id, services = run.run_id, run.services
     if action.abandon is not None:
-        _abandon(run, action.abandon)
+        with run.phases.phase("settle"):
+            _abandon(run, action.abandon)
     try:
         refusal = run.preflight()
         if refusal is not None:
@@ -393,13 +404,15 @@ def _carry_out_new(run: ActiveRun, spec: RunSpec, action: NewRun) -> RunResult:
     except ServiceError as exc:
         logger.error("run %s failed before any order: %s", run_id, exc)
         return run.finish("failed", str(exc))
-    review = risk.review_plan(
-        plan.mappings,
-        limits=spec.limits,
-        capital=spec.capital,
-        long_only_zeroed=plan.long_only_zeroed,
-    )
-    orders = _record_plan(run, review.plans)
+    with run.phases.phase("plan"):
+        review = risk.review_plan(
+            plan.mappings,
+            limits=spec.limits,
+            capital=spec.capital,
+            long_only_zeroed=plan.long_only_zeroed,
+        )
+    with run.phases.phase("record_plan"):
+        orders = _record_plan(run, review.plans)
     needed_price = [p for p in review.plans if p.target_weight != 0]
     if needed_price and all(p.price is None for p in needed_price):
         message = "no usable price for any signal that needed one; no order was sent"
@@ -416,43 +429,48 @@ def _carry_out_new(run: ActiveRun, spec: RunSpec, action: NewRun) -> RunResult:
 
 def _plan(run: ActiveRun, spec: RunSpec, earlier: Sequence[store.RunInfo]) -> Plan:
     """Signals, positions (plus what earlier runs still have open), prices, then sizing."""
-    services = run.services
+    services, phase = run.services, run.phases.phase
     services.progress(f"fetching signals for {len(spec.symbols)} symbols")
-    response = services.signals.fetch_signals(
-        spec.symbols,
-        as_of_date=run.as_of_date,
-        top_n=spec.top_n,
-        bottom_n=spec.bottom_n,
-        strategy_id=run.strategy_id,
-    )
-    with _transaction(services, "recording signal metadata") as session:
-        store.record_signal_metadata(
-            session,
-            run.run_id,
-            num_signals=len(response.signals),
-            model_version=response.metadata.model_version,
-            generated_at=response.metadata.generated_at,
+    with phase("signals"):
+        response = services.signals.fetch_signals(
+            spec.symbols,
+            as_of_date=run.as_of_date,
+            top_n=spec.top_n,
+            bottom_n=spec.bottom_n,
+            strategy_id=run.strategy_id,
         )
+        with _transaction(services, "recording signal metadata") as session:
+            store.record_signal_metadata(
+                session,
+                run.run_id,
+                num_signals=len(response.signals),
+                model_version=response.metadata.model_version,
+                generated_at=response.metadata.generated_at,
+            )
     signals, zeroed = risk.apply_long_only(response.signals, spec.limits)
     services.progress("reading positions from the gateway")
-    positions = services.gateway.get_positions()
-    for symbol, shares in run.settlement.settle_earlier_runs(
-        earlier, checked_by=run.run_id
-    ).items():
+    with phase("positions"):
+        positions = services.gateway.get_positions()
+    with phase("settle"):
+        still_open = run.settlement.settle_earlier_runs(earlier, checked_by=run.run_id)
+    for symbol, shares in still_open.items():
         if shares:
             logger.info("%s: %s shares still open at the gateway from earlier runs", symbol, shares)
             positions[symbol] = positions.get(symbol, Decimal(0)) + shares
     # Held symbols are priced too: limits check the notional of closing orders.
     wanted = [s.symbol for s in signals if s.target_weight != 0 or positions.get(s.symbol)]
     services.progress(f"reading {len(wanted)} prices from {services.prices.name}")
-    try:
-        book = services.prices.fetch_prices(wanted, now=services.clock()) if wanted else PriceBook()
-    except PriceSourceError as exc:
-        logger.error("price source failed: %s", exc)
-        book = PriceBook(problems={symbol: str(exc) for symbol in wanted})
-    mappings = sizing.plan_orders(
-        signals, book, positions, capital=spec.capital, max_position_size=spec.max_position_size
-    )
+    with phase("prices"):
+        try:
+            now = services.clock()
+            book = services.prices.fetch_prices(wanted, now=now) if wanted else PriceBook()
+        except PriceSourceError as exc:
+            logger.error("price source failed: %s", exc)
+            book = PriceBook(problems={symbol: str(exc) for symbol in wanted})
+    with phase("plan"):
+        mappings = sizing.plan_orders(
+            signals, book, positions, capital=spec.capital, max_position_size=spec.max_position_size
+        )
     return Plan(mappings, zeroed)
 
 

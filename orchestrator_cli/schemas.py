@@ -507,6 +507,8 @@ class RunSummary(BaseModel):
     price_source: str | None = None
     # A resumed run: seconds since it first started (duration_seconds is the resume's own).
     elapsed_seconds: float | None = None
+    # Seconds spent in each phase by the process that finished the run; None for older runs.
+    phase_seconds: dict[str, float] | None = None
 
 
 class RunResult(RunSummary):

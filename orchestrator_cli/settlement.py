@@ -2,9 +2,10 @@
 
 An order recorded `planned` or `unknown` may or may not have reached the gateway. The gateway's
 record, looked up by `client_order_id`, settles it: found, its status and fills are taken; not
-found (404), it never arrived. Look-ups go out through a bounded pool like orders do; each answer
-is committed as it comes. An order the gateway cannot be asked about, or whose record is
-unusable (a fill outside 0..the order's quantity), stays as it is.
+found (404), it never arrived. Look-ups go out through a bounded pool like orders do; their
+answers are committed together, in one transaction, once all are in. An order the gateway
+cannot be asked about, or whose record is unusable (a fill outside 0..the order's quantity),
+stays as it is.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Settlement:
             return answer
 
         never_arrived = []
+        found: list[tuple[store.OrderRow, OrderDetail]] = []
         workers = min(self._concurrency, len(rows))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="orch-settle") as pool:
             for row, answer in zip(rows, pool.map(look_up, rows), strict=True):
@@ -65,19 +67,26 @@ class Settlement:
                 elif answer is None:
                     never_arrived.append(row)
                 else:
-                    self._record(row, answer)
+                    found.append((row, answer))
+        self._record(found)
         return never_arrived
 
-    def _record(self, row: store.OrderRow, answer: OrderDetail) -> None:
+    def _record(self, found: Sequence[tuple[store.OrderRow, OrderDetail]]) -> None:
+        """Record the gateway's answers in one transaction: a crash before it commits loses
+        only look-ups, which the next settlement asks again."""
+        if not found:
+            return
         with db.transaction(
-            self._services.sessions, "recording an order's state at the gateway"
+            self._services.sessions, "recording orders' state at the gateway"
         ) as session:
-            note = filed_elsewhere(answer, store.run_info(session, row.run_id).strategy_id)
-            if note is not None:
-                logger.warning("%s: %s", row.client_order_id, note)
-            store.record_order_detail(
-                session, row.mapping_id, answer, at=self._services.clock(), note=note
-            )
+            strategies = {r.run_id: store.run_info(session, r.run_id).strategy_id for r, _ in found}
+            for row, answer in found:
+                note = filed_elsewhere(answer, strategies[row.run_id])
+                if note is not None:
+                    logger.warning("%s: %s", row.client_order_id, note)
+                store.record_order_detail(
+                    session, row.mapping_id, answer, at=self._services.clock(), note=note
+                )
 
     def mark_not_sent(self, mapping_ids: Sequence[int], message: str) -> None:
         """Record orders that never left (a refused plan, an abandoned run) as not sent."""

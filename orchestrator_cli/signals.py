@@ -108,7 +108,8 @@ def check_signals(
     if strategy_id is not None and response.metadata.strategy != strategy_id:
         problems.append(_strategy_problem(response.metadata.strategy, strategy_id))
     problems += _duplicates_and_strangers(symbols, wanted)
-    missing = [symbol for symbol in dict.fromkeys(requested) if symbol not in symbols]
+    answered = set(symbols)  # a set: the universe can be tens of thousands of symbols
+    missing = [symbol for symbol in dict.fromkeys(requested) if symbol not in answered]
     if missing:
         problems.append(f"no signal for requested symbol(s) {', '.join(missing)}")
     if as_of_date is not None and response.metadata.as_of_date != as_of_date:

@@ -2,8 +2,17 @@
 
 Every order sent here is already in the recorded plan with its `client_order_id`, so an order
 that went out before a crash is found again by that id (and the gateway de-duplicates a re-send
-of it). Each outcome is committed as it arrives, in its own short transaction; no transaction is
-open across an HTTP call.
+of it). Outcomes are recorded off the sending path: each worker hands its answer to one
+`outcomes.OutcomeWriter`, whose thread commits what has arrived in groups, so sending never
+waits for a commit and no transaction is open across an HTTP call.
+
+Why a crash between an accepted order and its group's commit is still settled exactly once:
+the row stays `planned`, with its `client_order_id`. A resume, or the day's next run, settles
+every `planned` and `unknown` row by GET client_order_id: found, the gateway's state is
+recorded and the order is never sent again; not found (404), it never arrived and is sent again
+with the same id, which the gateway would de-duplicate anyway. At the end of each wave the
+writer is flushed, so everything answered is committed before anything reads outcomes back
+(settling, finishing the run); an interrupt commits what has arrived before it propagates.
 """
 
 from __future__ import annotations
@@ -13,11 +22,13 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
-from orchestrator_cli import db, store
+from orchestrator_cli import store
 from orchestrator_cli.errors import DatabaseError
+from orchestrator_cli.outcomes import OutcomeWriter
+from orchestrator_cli.phases import PhaseTimer
 from orchestrator_cli.request import Execution
 from orchestrator_cli.schemas import OrderRequest, OutcomeKind, SubmitOutcome
 from orchestrator_cli.services import RunServices
@@ -49,19 +60,28 @@ class Submitter:
     is halted or failing closed from the start meets exactly one order, not a whole pool's.
     """
 
-    def __init__(self, run_id: uuid.UUID, services: RunServices, execution: Execution) -> None:
+    def __init__(
+        self,
+        run_id: uuid.UUID,
+        services: RunServices,
+        execution: Execution,
+        phases: PhaseTimer | None = None,
+    ) -> None:
         self.run_id = run_id
         self._services = services
         self._execution = execution
         self._halt = threading.Event()
         self._halt_reason = ""
         self._first_answered = False
+        # `submit`: the wall time of sending; `record_outcomes`: the writer's commits within it.
+        self._phases = phases or PhaseTimer()
 
     def submit(self, orders: Sequence[PendingOrder]) -> None:
         """Position-reducing orders first, all answered, then the ones that add exposure.
 
         Sells of longs and covers of shorts free buying power, so the buys that need it go
-        out only after every reducing order has an answer.
+        out only after every reducing order has an answer. Every outcome is committed when
+        this returns (or raises).
         """
         if not orders:
             return
@@ -71,8 +91,15 @@ class Submitter:
         self._services.progress(
             f"submitting {total} orders: {len(reducing)} reducing first, then {len(adding)}"
         )
-        done = self._send_wave(reducing, done=0, total=total)
-        self._send_wave(adding, done=done, total=total)
+        writer = OutcomeWriter(
+            self._services.sessions, on_failure=lambda: self._stop("the database failed")
+        )
+        try:
+            with self._phases.phase("submit"), writer:
+                done = self._send_wave(writer, reducing, done=0, total=total)
+                self._send_wave(writer, adding, done=done, total=total)
+        finally:
+            self._phases.add("record_outcomes", writer.commit_seconds)
 
     def _stop(self, reason: str) -> None:
         if not self._halt.is_set():
@@ -108,56 +135,64 @@ class Submitter:
             return self._blocked(order)  # it gave up waiting for its turn when the run halted
         return outcome
 
-    def _send_wave(self, orders: list[PendingOrder], *, done: int, total: int) -> int:
+    def _send_and_record(self, order: PendingOrder, writer: OutcomeWriter) -> SubmitOutcome:
+        # Handed to the writer on the worker's thread: an order still in flight when the run is
+        # interrupted has its outcome committed too.
+        outcome = self._send_one(order.request)
+        writer.put(order.mapping_id, outcome, at=self._services.clock())
+        return outcome
+
+    def _send_wave(
+        self, writer: OutcomeWriter, orders: list[PendingOrder], *, done: int, total: int
+    ) -> int:
         """Send concurrently (bounded pool), the run's first order alone before the rest."""
         if orders and not self._first_answered:
-            done = self._send_batch(orders[:1], done=done, total=total)
+            done = self._send_batch(writer, orders[:1], done=done, total=total)
             self._first_answered = True
             orders = orders[1:]
-        return self._send_batch(orders, done=done, total=total)
+        return self._send_batch(writer, orders, done=done, total=total)
 
-    def _send_batch(self, orders: list[PendingOrder], *, done: int, total: int) -> int:
-        """Send concurrently (bounded pool); record each outcome as it arrives.
+    def _send_batch(
+        self, writer: OutcomeWriter, orders: list[PendingOrder], *, done: int, total: int
+    ) -> int:
+        """Send concurrently (bounded pool); every outcome is committed when this returns.
 
         The first answer that halts trading (kill switch, circuit breaker, fail-closed state,
         authentication) stops every order not yet sent; those are recorded as blocked. A
-        database failure stops sending too: what is already out is in the recorded plan.
+        database failure stops sending too (what is already out is in the recorded plan) and
+        is raised here, once the batch is over.
         """
         if not orders:
             return done
-        db_error: DatabaseError | None = None
         workers = min(self._execution.order_concurrency, len(orders))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="orch-order") as pool:
-            futures: dict[Future[SubmitOutcome], int] = {
-                pool.submit(self._send_one, o.request): o.mapping_id for o in orders
-            }
+            futures = [pool.submit(self._send_and_record, o, writer) for o in orders]
             try:
                 for future in as_completed(futures):
                     outcome = future.result()
                     done += 1
-                    if db_error is None:
-                        db_error = self._record(futures[future], outcome)
-                    self._services.progress(
-                        f"[{done}/{total}] {outcome.client_order_id}: {outcome.order_status}"
+                    logger.debug(
+                        "[%d/%d] %s: %s",
+                        done,
+                        total,
+                        outcome.client_order_id,
+                        outcome.order_status,
                     )
+                    self._services.order_progress(done, total)
             except BaseException:
-                # Interrupted (SIGINT/SIGTERM): send nothing more. Orders already out are in
-                # the recorded plan; resume settles them by client_order_id.
+                # Interrupted (SIGINT/SIGTERM): send nothing more. Orders not yet started stay
+                # `planned`; those in flight finish and their outcomes are committed as the
+                # writer closes. Resume settles them all by client_order_id.
                 self._stop("orch was interrupted")
+                for future in futures:
+                    future.cancel()
                 raise
-        if db_error is not None:
+        failure = writer.flush()
+        if isinstance(failure, DatabaseError):
             raise DatabaseError(
-                f"{db_error}; run {self.run_id} stopped sending orders. Every sent order is in "
+                f"{failure}; run {self.run_id} stopped sending orders. Every sent order is in "
                 "its recorded plan with its client_order_id; check them at the gateway"
-            ) from db_error
+            ) from failure
+        if failure is not None:
+            raise failure
         return done
-
-    def _record(self, mapping_id: int, outcome: SubmitOutcome) -> DatabaseError | None:
-        """Commit one outcome; on a database failure stop sending and return the error."""
-        try:
-            with db.transaction(self._services.sessions, "recording an order outcome") as s:
-                store.record_outcome(s, mapping_id, outcome, at=self._services.clock())
-        except DatabaseError as exc:
-            self._stop("the database failed")
-            return exc
-        return None

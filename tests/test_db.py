@@ -74,3 +74,37 @@ def test_processes_opening_a_new_sqlite_database_at_once_all_succeed(tmp_path) -
         for process, (stdout, stderr) in zip(processes, answers, strict=True):
             assert process.returncode == 0, stderr
             assert json.loads(stdout)["runs"] == []
+
+
+# --- durability: the plan is synced to disk, outcomes may wait ------------------------------------
+
+
+def _durability(session) -> str:
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        level = connection.exec_driver_sql("PRAGMA synchronous").scalar_one()
+        return {0: "off", 1: "normal", 2: "full", 3: "extra"}[level]
+    return str(connection.exec_driver_sql("SHOW synchronous_commit").scalar_one())
+
+
+def test_sqlite_files_are_in_wal_mode(engine):
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite only")
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+
+
+def test_only_a_relaxed_transaction_commits_without_a_sync(engine, session_factory):
+    durable = "full" if engine.dialect.name == "sqlite" else "on"
+    relaxed = "normal" if engine.dialect.name == "sqlite" else "off"
+    # One pooled connection, reused by every transaction below: what the relaxed transaction
+    # set must not outlive it.
+    engine.pool.dispose()
+    with db.transaction(session_factory, "durable") as session:
+        assert _durability(session) == durable
+    with db.transaction(session_factory, "relaxed") as session:
+        db.relax_durability(session)
+        assert _durability(session) == relaxed
+    for _ in range(2):
+        with db.transaction(session_factory, "the plan") as session:
+            assert _durability(session) == durable

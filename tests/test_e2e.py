@@ -116,6 +116,18 @@ def test_json_output_is_one_document_in_the_spec_shape(orch: Orch, sandbox: Sand
     assert run["num_orders_submitted"] == len(submitted) == sandbox.state.orders_created()
 
 
+def test_run_and_runs_show_carry_the_runs_phase_timings(orch_any_db: Orch) -> None:
+    code, run = orch_any_db.json("run", "--symbols", SYMBOLS)
+    assert code == 0, run
+    phases = run["phase_seconds"]
+    assert set(phases) >= {"signals", "prices", "plan", "record_plan", "submit"}
+    assert set(phases) >= {"record_outcomes", "settle", "positions"}
+    assert all(isinstance(seconds, int | float) and seconds >= 0 for seconds in phases.values())
+    code, shown = orch_any_db.json("runs", "show", run["run_id"])
+    assert code == 0
+    assert shown["phase_seconds"] == phases
+
+
 def test_rerun_after_fills_orders_only_the_remaining_difference(
     orch: Orch, sandbox: Sandbox
 ) -> None:

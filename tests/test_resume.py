@@ -25,6 +25,7 @@ from fakes import (
 )
 from sqlalchemy import select
 
+from orchestrator_cli import store
 from orchestrator_cli.errors import ConfigError, RunInProgressError
 from orchestrator_cli.locking import LockHolder, database_now, holder_id, is_stale, pid_alive
 from orchestrator_cli.models import OrchestrationRun, RunLockRow, SignalOrderMapping
@@ -311,6 +312,26 @@ def test_sync_refreshes_orders_from_the_gateway(session_factory):
     assert (synced.result.num_orders_accepted, synced.result.num_orders_rejected) == (2, 1)
     assert synced.result.status == "partial"
     assert len(gateway.sent) == 3  # sync never sends
+
+
+def test_sync_records_every_answer_in_one_transaction(session_factory, monkeypatch):
+    gateway = FakeGateway()
+    outcome = execute_run(
+        make_request(["AAPL", "MSFT", "GOOGL"]), services(session_factory, gateway)
+    )
+    sessions = []
+    real = store.record_order_detail
+
+    def recording(session, *args, **kwargs):
+        sessions.append(session)
+        real(session, *args, **kwargs)
+
+    monkeypatch.setattr(store, "record_order_detail", recording)
+    gateway.answers = dict.fromkeys(["AAPL", "MSFT", "GOOGL"], "filled")
+    synced = sync_run(outcome.result.run_id, EXECUTION, services(session_factory, gateway))
+    assert {m.order_status for m in synced.result.mappings} == {"filled"}
+    assert len(sessions) == 3
+    assert len(set(map(id, sessions))) == 1  # one transaction, not one per order
 
 
 def test_lock_is_released_after_a_refused_run(session_factory):

@@ -19,7 +19,7 @@ from fakes import (
 )
 from sqlalchemy import select
 
-from orchestrator_cli import store
+from orchestrator_cli import outcomes, store
 from orchestrator_cli.clock import trading_date
 from orchestrator_cli.errors import DatabaseError, PriceSourceError, ServiceError
 from orchestrator_cli.mode import mode_of
@@ -320,14 +320,14 @@ def test_concurrent_submission_records_every_outcome(session_factory):
 
 def test_database_failure_after_sending_stops_and_keeps_the_plan(session_factory, monkeypatch):
     gateway = FakeGateway()
-    real = store.record_outcome
+    real = outcomes.record_outcomes
 
-    def failing(session, mapping_id, outcome, *, at):
+    def failing(session, answered):
         from sqlalchemy.exc import OperationalError
 
         raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(store, "record_outcome", failing)
+    monkeypatch.setattr(outcomes, "record_outcomes", failing)
     with pytest.raises(DatabaseError, match="stopped sending"):
         run(
             session_factory,
@@ -335,7 +335,7 @@ def test_database_failure_after_sending_stops_and_keeps_the_plan(session_factory
             gateway,
             FakePrices({"AAPL": "150", "MSFT": "400", "GOOGL": "170"}),
         )
-    monkeypatch.setattr(store, "record_outcome", real)
+    monkeypatch.setattr(outcomes, "record_outcomes", real)
     assert gateway.sent, "the first order went out before the database failed"
     with session_factory() as session:
         ids = set(session.scalars(select(SignalOrderMapping.client_order_id)).all())

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from orchestrator_cli import db, store
 from orchestrator_cli.errors import DatabaseError, RunNotFoundError
 from orchestrator_cli.models import OrchestrationRun, SignalOrderMapping
+from orchestrator_cli.outcomes import Answered, record_outcomes
 from orchestrator_cli.schemas import OutcomeKind, SkipReason, SubmitOutcome
 
 START = datetime(2024, 12, 31, 14, 30, tzinfo=UTC)
@@ -42,6 +43,11 @@ def new_run(session, run_id=None, *, strategy_id="alpha_baseline", started_at=ST
 
 def outcome(client_order_id, kind, status, **changes):
     return SubmitOutcome(client_order_id=client_order_id, kind=kind, order_status=status, **changes)
+
+
+def record_outcome(session, mapping_id, outcome, *, at):
+    """One order's outcome, as the outcome writer records a group."""
+    record_outcomes(session, [Answered(mapping_id, outcome, at)])
 
 
 # --- round trip -------------------------------------------------------------------------------
@@ -74,7 +80,7 @@ def test_run_and_mappings_round_trip_exactly(session_factory, make_plan):
             session, run_id, num_signals=2, model_version="v1.0.0", generated_at=START
         )
         ids = store.add_mappings(session, run_id, plans, ["orch-aapl-1", None])
-        store.record_outcome(
+        record_outcome(
             session,
             ids[0],
             outcome(
@@ -192,6 +198,42 @@ def test_client_order_id_is_unique_within_a_run(session_factory, make_plan):
             store.add_mappings(session, run_id, [make_plan("AAPL"), make_plan("MSFT")], ["c", "c"])
 
 
+def test_a_large_plan_is_inserted_at_once_with_its_ids_in_plan_order(session_factory, make_plan):
+    # More rows than one batch of the driver's multi-row INSERT (1,000), in no sorted order.
+    symbols = [f"S{(i * 7919) % 2500:04d}" for i in range(2500)]
+    plans = [
+        make_plan(s, rank=i + 1) if i % 3 else make_plan(s, skip_reason=SkipReason.ZERO_WEIGHT)
+        for i, s in enumerate(symbols)
+    ]
+    coids = [None if i % 3 == 0 else f"c-{s}" for i, s in enumerate(symbols)]
+    with session_factory.begin() as session:
+        run_id = new_run(session)
+        ids = store.add_mappings(session, run_id, plans, coids)
+    with session_factory() as session:
+        rows = session.execute(select(SignalOrderMapping.id, SignalOrderMapping.symbol)).all()
+    stored = dict(rows)
+    assert len(ids) == len(set(ids)) == 2500
+    assert [stored[i] for i in ids] == symbols
+
+
+def test_a_sqlite_without_returning_still_gets_the_plan_ids_in_order(
+    session_factory, engine, make_plan, monkeypatch
+):
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite before 3.35 only")
+    monkeypatch.setattr(
+        engine.dialect, "insert_executemany_returning_sort_by_parameter_order", False
+    )
+    symbols = ["MSFT", "AAPL", "TSLA"]
+    with session_factory.begin() as session:
+        run_id = new_run(session)
+        ids = store.add_mappings(session, run_id, [make_plan(s) for s in symbols], ["a", "b", "c"])
+    with session_factory() as session:
+        rows = session.execute(select(SignalOrderMapping.id, SignalOrderMapping.symbol)).all()
+    stored = dict(rows)
+    assert [stored[i] for i in ids] == symbols
+
+
 @pytest.mark.parametrize(
     ("skip_reason", "client_order_id"),
     [(None, None), (SkipReason.ALREADY_AT_TARGET, "c-1")],
@@ -212,23 +254,70 @@ def test_record_outcome_keeps_the_first_send_time_and_checks_the_order(session_f
     with session_factory.begin() as session:
         run_id = new_run(session)
         (mapping_id,) = store.add_mappings(session, run_id, [make_plan()], ["c-1"])
-        store.record_outcome(
+        record_outcome(
             session,
             mapping_id,
             outcome("c-1", OutcomeKind.UNKNOWN, "unknown", message="timeout"),
             at=first,
         )
-        store.record_outcome(
+        record_outcome(
             session, mapping_id, outcome("c-1", OutcomeKind.ACCEPTED, "filled"), at=later
         )
         with pytest.raises(ValueError, match="c-2"):
-            store.record_outcome(
+            record_outcome(
                 session, mapping_id, outcome("c-2", OutcomeKind.ACCEPTED, "new"), at=later
             )
     with session_factory() as session:
         mapping = session.get_one(SignalOrderMapping, mapping_id)
     assert (mapping.outcome, mapping.order_status, mapping.detail) == ("accepted", "filled", None)
     assert (mapping.submitted_at, mapping.updated_at) == (first, later)
+
+
+def test_record_outcomes_keeps_a_broker_id_until_a_new_one_comes(session_factory, make_plan):
+    with session_factory.begin() as session:
+        run_id = new_run(session)
+        ids = store.add_mappings(session, run_id, [make_plan("A"), make_plan("B")], ["c-a", "c-b"])
+    answers = [
+        ("b-1", "new"),
+        (None, "unknown"),  # a later answer without one (a timeout) keeps it
+        ("b-2", "filled"),
+    ]
+    for broker, status in answers:
+        with db.transaction(session_factory, "recording") as session:
+            record_outcomes(
+                session,
+                [
+                    Answered(
+                        mapping_id,
+                        outcome(coid, OutcomeKind.ACCEPTED, status, broker_order_id=broker),
+                        START,
+                    )
+                    for mapping_id, coid in zip(ids, ["c-a", "c-b"], strict=True)
+                ],
+            )
+            if broker is None:
+                rows = session.scalars(select(SignalOrderMapping.broker_order_id)).all()
+                assert rows == ["b-1", "b-1"]
+    with session_factory() as session:
+        rows = session.execute(
+            select(SignalOrderMapping.broker_order_id, SignalOrderMapping.order_status)
+        ).all()
+    assert [tuple(row) for row in rows] == [("b-2", "filled"), ("b-2", "filled")]
+
+
+def test_mark_not_sent_takes_more_orders_than_sqlite_takes_parameters(session_factory, make_plan):
+    symbols = ["A", "B", "C"]
+    with session_factory.begin() as session:
+        run_id = new_run(session)
+        ids = store.add_mappings(
+            session, run_id, [make_plan(s) for s in symbols], [f"c-{s}" for s in symbols]
+        )
+        # SQLite takes at most 32,766 parameters by default, 250,000 as some distributions build it
+        absent = range(max(ids) + 1, max(ids) + 300_001)
+        store.mark_not_sent(session, [*absent, *ids], message="refused", at=START)
+    with session_factory() as session:
+        outcomes = session.scalars(select(SignalOrderMapping.outcome)).all()
+    assert outcomes == ["not_sent"] * 3
 
 
 # --- counts -----------------------------------------------------------------------------------
@@ -254,7 +343,7 @@ def test_outcome_counts_and_finish_run_count_each_kind(session_factory, make_pla
             "E": (OutcomeKind.UNKNOWN, "unknown", False),  # connection refused: never left
         }
         for symbol, (kind, status, sent) in answers.items():
-            store.record_outcome(
+            record_outcome(
                 session,
                 ids_by_symbol[symbol],
                 outcome(f"c-{symbol}", kind, status, sent=sent),
