@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +23,7 @@ from rich.markup import escape
 
 from orchestrator_cli import __version__
 from orchestrator_cli.errors import ConfigError, ExitCode, OrchError, RunInterrupted, ServiceError
-from orchestrator_cli.terminal import err, out, setup_logging
+from orchestrator_cli.terminal import err, order_progress, out, setup_logging
 
 if TYPE_CHECKING:
     from orchestrator_cli.clock import MarketClosed
@@ -51,6 +52,9 @@ EXIT_FOR_STATUS: dict[RunStatus, ExitCode] = {
     "running": ExitCode.INTERNAL,
 }
 RUN_STATUSES = ("running", "completed", "partial", "failed")
+AllRows = Annotated[
+    bool, typer.Option("--all-rows", help="Show every row (a run of over 50 sums up its skips).")
+]
 
 
 @contextmanager
@@ -253,6 +257,7 @@ def run(
             help="Run even when the market is closed (env IGNORE_CALENDAR; see MARKET_CALENDAR).",
         ),
     ] = False,
+    all_rows: AllRows = False,
 ) -> None:
     """Fetch signals, size orders against positions, record the plan, submit, record outcomes.
 
@@ -268,7 +273,10 @@ def run(
         market = clock.market_for(settings, as_of_date, clock.utc_now())
         if isinstance(market, clock.MarketClosed):  # before anything is started or contacted
             show_market_closed(market, json_output=json_output)
-        with wiring.sandboxed(settings, enabled=sandbox) as effective:
+        with (
+            wiring.sandboxed(settings, enabled=sandbox) as effective,
+            order_progress(interactive=sys.stderr.isatty(), log=logger.info) as report,
+        ):
             request, services = wiring.prepare_run(
                 effective,
                 universe,
@@ -278,14 +286,19 @@ def run(
                 force=force,
                 close=None if market is None else market.close,
                 progress=logger.info,
+                order_progress=report,
             )
             outcome = runner.execute_run(request, services)
         early = str(market.close) if market is not None and market.close.early else None
-        show_outcome(outcome, json_output=json_output, half_day_close=early)
+        show_outcome(outcome, json_output=json_output, half_day_close=early, all_rows=all_rows)
 
 
 def show_outcome(
-    outcome: RunOutcome, *, json_output: bool, half_day_close: str | None = None
+    outcome: RunOutcome,
+    *,
+    json_output: bool,
+    half_day_close: str | None = None,
+    all_rows: bool = False,
 ) -> None:
     """Print the run (or why nothing was done) and exit with the run's code."""
     from orchestrator_cli import render
@@ -298,7 +311,7 @@ def show_outcome(
     elif outcome.action == "already_completed":
         render.print_summary(out, outcome.result, half_day_close=half_day_close)
     else:
-        render.print_run(out, outcome.result, half_day_close=half_day_close)
+        render.print_run(out, outcome.result, half_day_close=half_day_close, all_rows=all_rows)
     if outcome.action == "already_completed":
         raise typer.Exit(ExitCode.OK)
     raise typer.Exit(EXIT_FOR_STATUS[outcome.result.status])
@@ -337,6 +350,7 @@ def runs_show(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="Run id: the full UUID or a unique prefix.")],
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    all_rows: AllRows = False,
 ) -> None:
     """Show one run with every signal-to-order mapping."""
     with handle_errors(ctx):
@@ -348,7 +362,7 @@ def runs_show(
         if json_output:
             emit_json(result.model_dump_json())
         else:
-            render.print_run(out, result)
+            render.print_run(out, result, all_rows=all_rows)
 
 
 @runs_app.command("resume")
@@ -369,6 +383,7 @@ def runs_resume(
         ),
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    all_rows: AllRows = False,
 ) -> None:
     """Continue an interrupted run from its recorded plan: settle unknown orders, send the rest.
 
@@ -386,14 +401,17 @@ def runs_resume(
                 "or pass --ignore-calendar"
             )
         close = market.close if market is not None else None
-        with wiring.sandboxed(settings, enabled=sandbox) as effective:
+        with (
+            wiring.sandboxed(settings, enabled=sandbox) as effective,
+            order_progress(interactive=sys.stderr.isatty(), log=logger.info) as report,
+        ):
             execution, services = wiring.prepare_existing(
-                effective, progress=logger.info, close=close
+                effective, progress=logger.info, close=close, order_progress=report
             )
             with db.transaction(services.sessions, "finding the run") as session:
                 found = store.resolve_run_id(session, run_id)
             outcome = runner.resume_run(found, execution, services)
-        show_outcome(outcome, json_output=json_output)
+        show_outcome(outcome, json_output=json_output, all_rows=all_rows)
 
 
 @runs_app.command("sync")
@@ -404,6 +422,7 @@ def runs_sync(
         bool, typer.Option("--sandbox", help="Sync a run made with `orch run --sandbox`.")
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    all_rows: AllRows = False,
 ) -> None:
     """Refresh every order of a run from the gateway (status, fills) and update its counts.
 
@@ -421,7 +440,7 @@ def runs_sync(
         if json_output:
             emit_json(synced.result.model_dump_json())
         else:
-            render.print_run(out, synced.result)
+            render.print_run(out, synced.result, all_rows=all_rows)
         if synced.unsettled:
             raise ServiceError(
                 f"could not settle {len(synced.unsettled)} of {synced.orders} orders of run "

@@ -59,6 +59,7 @@ class RunServices:
     sessions: sessionmaker[Session]
     clock: Callable[[], datetime] = utc_now
     progress: Callable[[str], None] = lambda _message: None
+    order_progress: Callable[[int, int], None] = lambda _done, _total: None
     # Called when the run stops sending (a halt, an interruption): requests waiting for their
     # turn at the gateway (rate limit, pacing) give up at once instead of going out late.
     stop_waiting: Callable[[], None] = lambda: None
