@@ -370,9 +370,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         startup = startup_lines(home, 1 if args.smoke else args.repeat)
         round_trip = [] if args.smoke else round_trip_lines()
         results = run_plan(plan, home, postgres, args.timeout)
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     text = report(
         [
-            ["## orch benchmark", "", *machine],
+            ["## orch benchmark", "", *machine, f"- load average at the end: {load}"],
             startup,
             round_trip,
             runs_lines(results),
