@@ -4,8 +4,8 @@ Each scenario gets a fresh sandbox (flat positions, the injected latency L on ev
 and a fresh database already at the current migration (SQLite on disk, or a throwaway
 PostgreSQL database; `orch db upgrade` is run first and not timed), then the real `orch run`
 command in its own process, with the user's environment scrubbed of every orch setting. The
-process's wall time and peak RSS are its own (os.wait4 on its pid); the run's duration and
-phases are what the run recorded (`orch runs show --json`).
+process's wall time and peak RSS are its own (os.wait4 on its pid, from a small launcher
+process); the run's duration and phases are what the run recorded (`orch runs show --json`).
 
 Inputs are chosen so that every order is accepted: CAPITAL $10M with MAX_POSITION_SIZE $1,000
 gives each of the K non-zero weights (`--top-n`/`--bottom-n`) a $1,000 target, 2 to 100
@@ -19,10 +19,10 @@ import contextlib
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -121,38 +121,58 @@ class Measured:
     stderr: str
 
 
+# Starts a command from a small process and reports the command's own wall time and peak RSS.
+# Linux carries a process's peak RSS across fork and exec, so a command started straight from
+# the benchmark (a large process: the sandbox and its state live here) would report at least
+# the benchmark's size; started from this launcher it reports its own.
+LAUNCHER = """
+import json, os, sys, time
+report, command = sys.argv[1], sys.argv[2:]
+started = time.perf_counter()
+pid = os.posix_spawn(command[0], command, os.environ)
+_, status, usage = os.wait4(pid, 0)
+ended = time.perf_counter()
+with open(report, "w") as handle:
+    exit_code = os.waitstatus_to_exitcode(status)
+    json.dump({"wall": ended - started, "rss_kb": usage.ru_maxrss, "exit": exit_code}, handle)
+"""
+
+
 def measure_process(
     command: Sequence[str], env: Mapping[str, str], *, cwd: Path, timeout: float
 ) -> Measured:
-    """Run `command` to its end; its own wall time and peak RSS (os.wait4 on its pid).
+    """Run `command` (an absolute path first) to its end: its own wall time and peak RSS.
 
-    Output goes to files, not pipes, so a large table cannot block the process. A process
-    still running after `timeout` seconds is killed and reported as such.
+    Output goes to files, not pipes, so a large table cannot block the process. A command
+    still running after `timeout` seconds is killed (with its launcher) and reported so.
     """
-    out_path, err_path = cwd / f"stdout-{uuid.uuid4().hex}", cwd / f"stderr-{uuid.uuid4().hex}"
+    name = uuid.uuid4().hex
+    out_path, err_path, report = (cwd / f"{kind}-{name}" for kind in ("out", "err", "report"))
     with out_path.open("w") as out, err_path.open("w") as err:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=out, stderr=err, env=dict(env), cwd=cwd)
-        reaped: list[tuple[int, Any, float]] = []
-
-        def reap() -> None:
-            _, status, usage = os.wait4(process.pid, 0)
-            reaped.append((status, usage, time.perf_counter()))
-
-        waiter = threading.Thread(target=reap, daemon=True)
-        waiter.start()
-        waiter.join(timeout)
-        if waiter.is_alive():
-            process.kill()
-            waiter.join()
-        status, usage, ended = reaped[0]
-    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        launcher = subprocess.Popen(
+            [sys.executable, "-c", LAUNCHER, str(report), *command],
+            stdout=out,
+            stderr=err,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,  # its own process group: a timeout kills both
+        )
+        try:
+            launcher.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
     stdout, stderr = out_path.read_text(), err_path.read_text()
     out_path.unlink()
     err_path.unlink()
-    if ended - started >= timeout:
-        stderr += f"\nkilled after {timeout:.0f} s"
-    return Measured(ended - started, usage.ru_maxrss / 1024, process.returncode, stdout, stderr)
+    if not report.exists():
+        return Measured(
+            timeout, 0.0, -signal.SIGKILL, stdout, f"{stderr}\nkilled after {timeout:.0f} s"
+        )
+    measured = json.loads(report.read_text())
+    report.unlink()
+    rss_mb = measured["rss_kb"] / 1024
+    return Measured(measured["wall"], rss_mb, measured["exit"], stdout, stderr)
 
 
 def scrubbed_environ() -> dict[str, str]:
