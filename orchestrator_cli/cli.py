@@ -352,7 +352,7 @@ def runs_show(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
     all_rows: AllRows = False,
 ) -> None:
-    """Show one run with every signal-to-order mapping."""
+    """Show one run and its signal-to-order mappings (over 50: its orders, skips counted)."""
     with handle_errors(ctx):
         from orchestrator_cli import db, render, store
 
