@@ -36,13 +36,16 @@ from orchestrator_cli.sandbox import Sandbox
 SYMBOLS = "AAPL,MSFT,GOOGL,AMZN,TSLA"
 CLOSED_DAY = "2025-11-27"  # Thanksgiving
 
-# `orch` with its clock shifted by ORCH_BENCH_SHIFT seconds (both clocks that read the time).
+# `orch` with its clock shifted by ORCH_BENCH_SHIFT seconds (both clocks that read the time:
+# the command's, read as clock.utc_now when it runs, and the request's). The run path is
+# imported first, so that every other module keeps the real clock (prices are stamped now).
 SHIFTED = """
 import os, sys
 from datetime import timedelta
-from orchestrator_cli import cli, clock, request
+from orchestrator_cli import cli, clock, request, runner, wiring
 shift = timedelta(seconds=float(os.environ["ORCH_BENCH_SHIFT"]))
-cli.utc_now = request.utc_now = lambda: clock.utc_now() + shift
+real_now = clock.utc_now
+clock.utc_now = request.utc_now = lambda: real_now() + shift
 sys.argv[0] = "orch"
 cli.main()
 """

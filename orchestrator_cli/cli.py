@@ -1,39 +1,35 @@
-"""The `orch` command line: parse, load settings, build, call the use case, render, exit."""
+"""The `orch` command line: parse, load settings, build, call the use case, render, exit.
+
+Start-up time is import time, so this module imports only Typer, the consoles (`terminal`)
+and the error types: each command imports what it uses (`orch --help` loads no database library, no
+HTTP client, no runner; `orch runs list` no HTTP client and no runner). Type-only imports sit
+under TYPE_CHECKING. `tests/test_startup.py` keeps it so.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 
-from orchestrator_cli import __version__, db, render, store
-from orchestrator_cli.clock import MarketClosed, market_for, utc_now
-from orchestrator_cli.config import Settings, env_file_warnings, load_settings, mask_url
-from orchestrator_cli.db import open_database
+from orchestrator_cli import __version__
 from orchestrator_cli.errors import ConfigError, ExitCode, OrchError, RunInterrupted, ServiceError
-from orchestrator_cli.inputs import MAX_INPUT_FILE_BYTES, InputFileError, read_input_text
-from orchestrator_cli.runner import RunOutcome, execute_run, resume_run, sync_run
-from orchestrator_cli.schemas import SYMBOL_PATTERN, RunStatus, symbols_from
-from orchestrator_cli.wiring import (
-    prepare_existing,
-    prepare_run,
-    sandboxed,
-    serve_sandbox,
-)
+from orchestrator_cli.terminal import err, order_progress, out, setup_logging
+
+if TYPE_CHECKING:
+    from orchestrator_cli.clock import MarketClosed
+    from orchestrator_cli.config import Settings
+    from orchestrator_cli.runner import RunOutcome
+    from orchestrator_cli.schemas import RunStatus
 
 app = typer.Typer(
     name="orch",
@@ -47,10 +43,6 @@ db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
 
-# Cron logs are files, not terminals: give them wide lines instead of Rich's 80 columns.
-LOG_WIDTH = 180
-out = Console(highlight=False, width=None if sys.stdout.isatty() else LOG_WIDTH)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else LOG_WIDTH)
 logger = logging.getLogger("orchestrator_cli")
 
 EXIT_FOR_STATUS: dict[RunStatus, ExitCode] = {
@@ -60,6 +52,9 @@ EXIT_FOR_STATUS: dict[RunStatus, ExitCode] = {
     "running": ExitCode.INTERNAL,
 }
 RUN_STATUSES = ("running", "completed", "partial", "failed")
+AllRows = Annotated[
+    bool, typer.Option("--all-rows", help="Show every row (a run of over 50 sums up its skips).")
+]
 
 
 @contextmanager
@@ -97,69 +92,9 @@ def handle_errors(ctx: typer.Context) -> Iterator[None]:
         raise typer.Exit(ExitCode.INTERNAL) from None
 
 
-class UTCFormatter(logging.Formatter):
-    """Plain lines for log files: ISO 8601 UTC timestamps, no padding."""
-
-    def __init__(self) -> None:
-        super().__init__("%(asctime)sZ %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S")
-
-    def converter(self, seconds: float | None) -> time.struct_time:
-        return time.gmtime(seconds)
-
-
-def setup_logging(level: str) -> None:
-    """Rich log lines on a terminal; plain UTC-stamped lines in files (cron logs)."""
-    handler: logging.Handler
-    if sys.stderr.isatty():
-        handler = RichHandler(console=err, show_path=False, show_time=True, markup=False)
-    else:
-        handler = logging.StreamHandler()
-        handler.setFormatter(UTCFormatter())
-    logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
-    for noisy in ("urllib3", "alembic"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
-
-
 def emit_json(document: str) -> None:
     """Exactly one JSON document on stdout."""
     typer.echo(document)
-
-
-def parse_symbols(symbols: str | None, symbols_file: Path | None) -> list[str]:
-    """Symbols from --symbols (comma-separated) and --symbols-file (commas/lines, # comments)."""
-    raw: list[str] = []
-    if symbols:
-        raw.extend(symbols.split(","))
-    if symbols_file is not None:
-        try:
-            text = read_input_text(symbols_file)
-        except InputFileError as exc:
-            raise ConfigError(
-                f"--symbols-file {symbols_file}: {exc}; give a text file of symbols "
-                f"(comma- or line-separated, at most {MAX_INPUT_FILE_BYTES // 2**20} MiB)"
-            ) from None
-        for line in text.splitlines():
-            raw.extend(line.split("#", 1)[0].split(","))
-    result = symbols_from(raw)
-    if not result:
-        raise ConfigError("no symbols given: pass --symbols AAPL,MSFT or --symbols-file PATH")
-    bad = [s for s in result if not re.fullmatch(SYMBOL_PATTERN, s)]
-    if bad:
-        # At most a few, each cut short: a wrong file can hold megabytes of non-symbols.
-        shown = ", ".join(repr(s if len(s) <= 20 else s[:17] + "...") for s in bad[:3])
-        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-        raise ConfigError(f"not a ticker symbol: {shown}{more} (check --symbols / --symbols-file)")
-    return result
-
-
-def parse_as_of(value: str | None) -> date | None:
-    """The --as-of date (`market_for` checks it against today)."""
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError as exc:
-        raise ConfigError(f"--as-of {value!r} is not a date: use YYYY-MM-DD") from exc
 
 
 def show_market_closed(closed: MarketClosed, *, json_output: bool) -> NoReturn:
@@ -177,6 +112,8 @@ def settings_from_options(ctx: typer.Context) -> Settings:
     An option not given is None (a switch not set is False) and leaves the setting alone; an
     error names the option as the user typed it.
     """
+    from orchestrator_cli.config import Settings, env_file_warnings, load_settings
+
     given: dict[str, Any] = {}
     spelled: dict[str, str] = {}
     for param in ctx.command.params:
@@ -320,6 +257,7 @@ def run(
             help="Run even when the market is closed (env IGNORE_CALENDAR; see MARKET_CALENDAR).",
         ),
     ] = False,
+    all_rows: AllRows = False,
 ) -> None:
     """Fetch signals, size orders against positions, record the plan, submit, record outcomes.
 
@@ -327,14 +265,19 @@ def run(
     1 failed, 2 usage error, 4 invalid input, 75 another run in progress, 70 internal error.
     """
     with handle_errors(ctx):
+        from orchestrator_cli import clock, inputs, runner, wiring
+
         settings = settings_from_options(ctx)
-        universe = parse_symbols(symbols, symbols_file)
-        as_of_date = parse_as_of(as_of)
-        market = market_for(settings, as_of_date, utc_now())
-        if isinstance(market, MarketClosed):  # before anything is started or contacted
+        universe = inputs.parse_symbols(symbols, symbols_file)
+        as_of_date = inputs.parse_as_of(as_of)
+        market = clock.market_for(settings, as_of_date, clock.utc_now())
+        if isinstance(market, clock.MarketClosed):  # before anything is started or contacted
             show_market_closed(market, json_output=json_output)
-        with sandboxed(settings, enabled=sandbox) as effective:
-            request, services = prepare_run(
+        with (
+            wiring.sandboxed(settings, enabled=sandbox) as effective,
+            order_progress(interactive=sys.stderr.isatty(), log=logger.info) as report,
+        ):
+            request, services = wiring.prepare_run(
                 effective,
                 universe,
                 as_of_date=as_of_date if market is None else market.day,
@@ -343,16 +286,23 @@ def run(
                 force=force,
                 close=None if market is None else market.close,
                 progress=logger.info,
+                order_progress=report,
             )
-            outcome = execute_run(request, services)
+            outcome = runner.execute_run(request, services)
         early = str(market.close) if market is not None and market.close.early else None
-        show_outcome(outcome, json_output=json_output, half_day_close=early)
+        show_outcome(outcome, json_output=json_output, half_day_close=early, all_rows=all_rows)
 
 
 def show_outcome(
-    outcome: RunOutcome, *, json_output: bool, half_day_close: str | None = None
+    outcome: RunOutcome,
+    *,
+    json_output: bool,
+    half_day_close: str | None = None,
+    all_rows: bool = False,
 ) -> None:
     """Print the run (or why nothing was done) and exit with the run's code."""
+    from orchestrator_cli import render
+
     if outcome.note and outcome.action != "ran":
         (err if json_output else out).print(outcome.note, markup=False, soft_wrap=True)
     if json_output:
@@ -361,7 +311,7 @@ def show_outcome(
     elif outcome.action == "already_completed":
         render.print_summary(out, outcome.result, half_day_close=half_day_close)
     else:
-        render.print_run(out, outcome.result, half_day_close=half_day_close)
+        render.print_run(out, outcome.result, half_day_close=half_day_close, all_rows=all_rows)
     if outcome.action == "already_completed":
         raise typer.Exit(ExitCode.OK)
     raise typer.Exit(EXIT_FOR_STATUS[outcome.result.status])
@@ -380,9 +330,11 @@ def runs_list(
 ) -> None:
     """List runs, newest first."""
     with handle_errors(ctx):
+        from orchestrator_cli import db, render, store
+
         if status is not None and status not in RUN_STATUSES:
             raise ConfigError(f"--status {status!r}: use one of {', '.join(RUN_STATUSES)}")
-        sessions = open_database(settings_from_options(ctx))
+        sessions = db.open_database(settings_from_options(ctx))
         with db.transaction(sessions, "listing runs") as session:
             page = store.list_runs(
                 session, limit=limit, offset=offset, status=status, strategy_id=strategy
@@ -398,16 +350,19 @@ def runs_show(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="Run id: the full UUID or a unique prefix.")],
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    all_rows: AllRows = False,
 ) -> None:
-    """Show one run with every signal-to-order mapping."""
+    """Show one run and its signal-to-order mappings (over 50: its orders, skips counted)."""
     with handle_errors(ctx):
-        sessions = open_database(settings_from_options(ctx))
+        from orchestrator_cli import db, render, store
+
+        sessions = db.open_database(settings_from_options(ctx))
         with db.transaction(sessions, "reading the run") as session:
             result = store.load_run(session, store.resolve_run_id(session, run_id))
         if json_output:
             emit_json(result.model_dump_json())
         else:
-            render.print_run(out, result)
+            render.print_run(out, result, all_rows=all_rows)
 
 
 @runs_app.command("resume")
@@ -428,6 +383,7 @@ def runs_resume(
         ),
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    all_rows: AllRows = False,
 ) -> None:
     """Continue an interrupted run from its recorded plan: settle unknown orders, send the rest.
 
@@ -435,20 +391,27 @@ def runs_resume(
     those the gateway never saw are sent (with the same id). Nothing is re-planned.
     """
     with handle_errors(ctx):
+        from orchestrator_cli import clock, db, runner, store, wiring
+
         settings = settings_from_options(ctx)
-        market = market_for(settings, None, utc_now())
-        if isinstance(market, MarketClosed):  # its orders would wait for the next session
+        market = clock.market_for(settings, None, clock.utc_now())
+        if isinstance(market, clock.MarketClosed):  # its orders would wait for the next session
             raise ConfigError(
                 f"{market.line()}: nothing was sent; resume the run while the market is open, "
                 "or pass --ignore-calendar"
             )
         close = market.close if market is not None else None
-        with sandboxed(settings, enabled=sandbox) as effective:
-            execution, services = prepare_existing(effective, progress=logger.info, close=close)
+        with (
+            wiring.sandboxed(settings, enabled=sandbox) as effective,
+            order_progress(interactive=sys.stderr.isatty(), log=logger.info) as report,
+        ):
+            execution, services = wiring.prepare_existing(
+                effective, progress=logger.info, close=close, order_progress=report
+            )
             with db.transaction(services.sessions, "finding the run") as session:
                 found = store.resolve_run_id(session, run_id)
-            outcome = resume_run(found, execution, services)
-        show_outcome(outcome, json_output=json_output)
+            outcome = runner.resume_run(found, execution, services)
+        show_outcome(outcome, json_output=json_output, all_rows=all_rows)
 
 
 @runs_app.command("sync")
@@ -459,20 +422,25 @@ def runs_sync(
         bool, typer.Option("--sandbox", help="Sync a run made with `orch run --sandbox`.")
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    all_rows: AllRows = False,
 ) -> None:
     """Refresh every order of a run from the gateway (status, fills) and update its counts.
 
     Exit 1 when an order could not be asked about: its record is left as it was.
     """
-    with handle_errors(ctx), sandboxed(settings_from_options(ctx), enabled=sandbox) as settings:
-        execution, services = prepare_existing(settings, progress=logger.info)
-        with db.transaction(services.sessions, "finding the run") as session:
-            found = store.resolve_run_id(session, run_id)
-        synced = sync_run(found, execution, services)
+    with handle_errors(ctx):
+        from orchestrator_cli import db, render, runner, store, wiring
+
+        settings = settings_from_options(ctx)
+        with wiring.sandboxed(settings, enabled=sandbox) as effective:
+            execution, services = wiring.prepare_existing(effective, progress=logger.info)
+            with db.transaction(services.sessions, "finding the run") as session:
+                found = store.resolve_run_id(session, run_id)
+            synced = runner.sync_run(found, execution, services)
         if json_output:
             emit_json(synced.result.model_dump_json())
         else:
-            render.print_run(out, synced.result)
+            render.print_run(out, synced.result, all_rows=all_rows)
         if synced.unsettled:
             raise ServiceError(
                 f"could not settle {len(synced.unsettled)} of {synced.orders} orders of run "
@@ -485,6 +453,9 @@ def runs_sync(
 def db_upgrade(ctx: typer.Context) -> None:
     """Apply the Alembic migrations to DATABASE_URL (needed once for PostgreSQL)."""
     with handle_errors(ctx):
+        from orchestrator_cli import db
+        from orchestrator_cli.config import mask_url
+
         settings = settings_from_options(ctx)
         engine = db.make_engine(settings.database_url)
         before, after = db.upgrade_database(engine)
@@ -581,6 +552,8 @@ def sandbox_command(
 ) -> None:
     """Serve the simulated Signal Service, Execution Gateway and market data until Ctrl-C."""
     with handle_errors(ctx):
+        from orchestrator_cli.wiring import serve_sandbox
+
         options: dict[str, Any] = {
             "latency_ms": latency_ms,
             "error_rate": error_rate,

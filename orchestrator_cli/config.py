@@ -17,8 +17,6 @@ import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from orchestrator_cli.errors import ConfigError
 
@@ -180,6 +178,11 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
+        # Imported here, not with this module: SQLAlchemy takes a quarter of a second to
+        # import, and what imports config without validating settings (`orch --help`) needs none.
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
         shown = mask_url(value)
         if not value.startswith(("sqlite:///", "postgresql:", "postgresql+")):
             raise ValueError(f"{shown!r} must start with sqlite:/// or postgresql://")

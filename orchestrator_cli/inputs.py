@@ -1,4 +1,5 @@
-"""The operator's own input files (`--symbols-file`, `PRICES_FILE`), read with a size bound.
+"""The operator's own inputs: files (`--symbols-file`, `PRICES_FILE`) read with a size bound,
+the universe (`parse_symbols`) and the trading date (`parse_as_of`) given on the command line.
 
 A symbols file or a prices file is a few kilobytes; anything above `MAX_INPUT_FILE_BYTES`
 (10 MiB) is a mistake (`/dev/zero`, a log, a binary), so at most that many bytes plus one
@@ -9,7 +10,12 @@ write, is dropped).
 
 from __future__ import annotations
 
+import re
+from datetime import date
 from pathlib import Path
+
+from orchestrator_cli.errors import ConfigError
+from orchestrator_cli.schemas import SYMBOL_PATTERN, symbols_from
 
 MAX_INPUT_FILE_BYTES = 10 * 1024 * 1024
 
@@ -36,6 +42,43 @@ def read_input_text(path: Path, *, limit: int = MAX_INPUT_FILE_BYTES) -> str:
         raise InputFileError(
             f"it is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
         ) from None
+
+
+def parse_symbols(symbols: str | None, symbols_file: Path | None) -> list[str]:
+    """Symbols from --symbols (comma-separated) and --symbols-file (commas/lines, # comments)."""
+    raw: list[str] = []
+    if symbols:
+        raw.extend(symbols.split(","))
+    if symbols_file is not None:
+        try:
+            text = read_input_text(symbols_file)
+        except InputFileError as exc:
+            raise ConfigError(
+                f"--symbols-file {symbols_file}: {exc}; give a text file of symbols "
+                f"(comma- or line-separated, at most {MAX_INPUT_FILE_BYTES // 2**20} MiB)"
+            ) from None
+        for line in text.splitlines():
+            raw.extend(line.split("#", 1)[0].split(","))
+    result = symbols_from(raw)
+    if not result:
+        raise ConfigError("no symbols given: pass --symbols AAPL,MSFT or --symbols-file PATH")
+    bad = [s for s in result if not re.fullmatch(SYMBOL_PATTERN, s)]
+    if bad:
+        # At most a few, each cut short: a wrong file can hold megabytes of non-symbols.
+        shown = ", ".join(repr(s if len(s) <= 20 else s[:17] + "...") for s in bad[:3])
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise ConfigError(f"not a ticker symbol: {shown}{more} (check --symbols / --symbols-file)")
+    return result
+
+
+def parse_as_of(value: str | None) -> date | None:
+    """The --as-of date (`clock.market_for` checks it against today)."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise ConfigError(f"--as-of {value!r} is not a date: use YYYY-MM-DD") from exc
 
 
 def _size(limit: int) -> str:

@@ -8,10 +8,18 @@ a terminal of 100-149 columns leaves out the rank and the client order id (`orch
 --json` has them); an 80-column terminal keeps what a person checks first (symbol, weight,
 price, held, target, order, status). The runs list shortens run ids to their first 8 hex
 characters there, a prefix that `orch runs show` accepts.
+
+A run of more than `SUMMARISE_ABOVE` mappings (a universe of thousands, most of them weight 0)
+lists the mappings that are not skips (its orders) and counts its skips by reason in one
+line, `skipped: 1,990 zero_weight, 8 qty_less_than_one_share`; `all_rows` (`--all-rows`)
+lists every mapping.
+
+Tables are printed with `layout.print_table`: what Rich prints, without Rich's cost in a log.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -21,6 +29,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator_cli.layout import print_table
 from orchestrator_cli.schemas import (
     ACCEPTED_STATUSES,
     MappingResult,
@@ -45,6 +54,7 @@ ORDER_STYLE = {
     "planned": "cyan",
 }
 FULL_WIDTH = 150  # every column
+SUMMARISE_ABOVE = 50  # mappings; a larger run lists its orders and counts its skips by reason
 TABLE_MEDIUM_WIDTH = 100  # the mapping table without rank and client order id
 LIST_MEDIUM_WIDTH = 115  # the runs list with full run ids
 
@@ -91,8 +101,11 @@ def _detail(mapping: MappingResult, run_error: str | None) -> str:
     return " ".join(parts)
 
 
-def mapping_table(result: RunResult, *, width: int = FULL_WIDTH) -> Table:
-    """The signal-to-order mappings of one run, with the columns that fit `width`."""
+def mapping_table(
+    result: RunResult, *, width: int = FULL_WIDTH, rows: Sequence[MappingResult] | None = None
+) -> Table:
+    """The signal-to-order mappings of one run (or `rows` of it), with the columns that fit
+    `width`."""
     full = width >= FULL_WIDTH
     narrow = width < TABLE_MEDIUM_WIDTH
     table = Table(title=f"Run {result.run_id}", title_justify="left")
@@ -110,7 +123,7 @@ def mapping_table(result: RunResult, *, width: int = FULL_WIDTH) -> Table:
     ]
     for header, justify, no_wrap in columns:
         table.add_column(header, justify=justify, no_wrap=no_wrap)  # type: ignore[arg-type]
-    for m in result.mappings:
+    for m in result.mappings if rows is None else rows:
         cells: list[str | Text] = [
             Text(m.symbol),
             *([Text("-" if m.rank is None else str(m.rank))] if full else []),
@@ -194,13 +207,42 @@ def limits_line(limits: dict[str, Any]) -> str | None:
     return "limits: " + ", ".join(parts) if parts else None
 
 
-def print_run(console: Console, result: RunResult, *, half_day_close: str | None = None) -> None:
-    """The mapping table (when there is one), the limits line and the summary line.
+def shown_rows(
+    mappings: Sequence[MappingResult], *, all_rows: bool = False
+) -> tuple[list[MappingResult], Counter[str]]:
+    """The mappings a table lists and the skips it only counts, by reason: every mapping up
+    to `SUMMARISE_ABOVE` of them (or with `all_rows`); above, every one that is not a skip."""
+    if all_rows or len(mappings) <= SUMMARISE_ABOVE:
+        return list(mappings), Counter()
+    listed = [m for m in mappings if not m.skip_reason]
+    return listed, Counter(m.skip_reason for m in mappings if m.skip_reason)
 
-    The summary line is never wrapped, so that each run is one line to grep in a cron log.
+
+def skipped_line(skips: Counter[str]) -> str:
+    """`skipped: 1,990 zero_weight, 8 qty_less_than_one_share (--all-rows lists them)`: most
+    frequent reason first (plain text)."""
+    counts = sorted(skips.items(), key=lambda item: (-item[1], item[0]))
+    listed = ", ".join(f"{count:,} {reason}" for reason, count in counts)
+    return f"skipped: {listed} (--all-rows lists them)"
+
+
+def print_run(
+    console: Console,
+    result: RunResult,
+    *,
+    half_day_close: str | None = None,
+    all_rows: bool = False,
+) -> None:
+    """The mapping table (when there is one), the skips it leaves out (a large run without
+    `all_rows`), the limits line and the summary line.
+
+    The skipped line and the summary line are never wrapped: one line each to grep in a cron log.
     """
-    if result.mappings:
-        console.print(mapping_table(result, width=console.width))
+    rows, skips = shown_rows(result.mappings, all_rows=all_rows)
+    if rows:
+        print_table(console, mapping_table(result, width=console.width, rows=rows))
+    if skips:
+        console.print(skipped_line(skips), markup=False, highlight=False, soft_wrap=True)
     if result.limits and (line := limits_line(result.limits)):
         console.print(line, markup=False, highlight=False)
     print_summary(console, result, half_day_close=half_day_close)
@@ -252,4 +294,4 @@ def runs_table(page: RunPage, *, width: int = FULL_WIDTH) -> Table:
 
 
 def print_runs(console: Console, page: RunPage) -> None:
-    console.print(runs_table(page, width=console.width))
+    print_table(console, runs_table(page, width=console.width))

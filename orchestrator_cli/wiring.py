@@ -35,6 +35,7 @@ def build_run_services(
     progress: Callable[[str], None],
     sleep: Callable[[float], None] = time.sleep,
     with_prices: bool = True,
+    order_progress: Callable[[int, int], None] = lambda _done, _total: None,
 ) -> RunServices:
     """Every client of a run, the price source included, over one pooled HTTP session.
 
@@ -83,6 +84,7 @@ def build_run_services(
         prices=prices,
         sessions=sessions,
         progress=progress,
+        order_progress=order_progress,
         stop_waiting=gateway_gate.stop,
     )
 
@@ -97,11 +99,12 @@ def prepare_run(
     force: bool = False,
     close: SessionClose | None = None,
     progress: Callable[[str], None] = lambda _message: None,
+    order_progress: Callable[[int, int], None] = lambda _done, _total: None,
 ) -> tuple[RunRequest, RunServices]:
     """A run as `orch run` makes it: `runner.execute_run(*prepare_run(settings, symbols))`.
 
     `close` (today's session close, from `clock.market_for_run`) caps the run's deadline,
-    which the HTTP clients honour too."""
+    which the HTTP clients honour too. `order_progress(done, total)` hears of each answer."""
     request = build_request(
         settings,
         symbols,
@@ -111,19 +114,32 @@ def prepare_run(
         force=force,
         close=close,
     )
-    services = build_run_services(settings, deadline=request.execution.deadline, progress=progress)
+    services = build_run_services(
+        settings,
+        deadline=request.execution.deadline,
+        progress=progress,
+        order_progress=order_progress,
+    )
     return request, services
 
 
 def prepare_existing(
-    settings: Settings, *, progress: Callable[[str], None], close: SessionClose | None = None
+    settings: Settings,
+    *,
+    progress: Callable[[str], None],
+    close: SessionClose | None = None,
+    order_progress: Callable[[int, int], None] = lambda _done, _total: None,
 ) -> tuple[Execution, RunServices]:
     """What `runs resume` and `runs sync` need: they read no prices and plan nothing.
 
     `close` (today's session close) caps the deadline of a resume that sends orders."""
     execution = execution_from(settings, close=close)
     services = build_run_services(
-        settings, deadline=execution.deadline, progress=progress, with_prices=False
+        settings,
+        deadline=execution.deadline,
+        progress=progress,
+        with_prices=False,
+        order_progress=order_progress,
     )
     return execution, services
 

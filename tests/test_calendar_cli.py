@@ -20,7 +20,7 @@ from harness import Orch, orch_environ, settings_in
 from test_render import completed_run, console_text, expected, summary_text
 from typer.testing import CliRunner
 
-from orchestrator_cli import calendars, cli, render, request
+from orchestrator_cli import calendars, cli, clock, render, request, runner
 from orchestrator_cli.calendars import build_table
 from orchestrator_cli.clock import CALENDAR_CACHE
 from orchestrator_cli.request import RunRequest
@@ -175,7 +175,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, built_cache: Path) -> I
 
 
 def at(monkeypatch: pytest.MonkeyPatch, moment: datetime) -> None:
-    monkeypatch.setattr(cli, "utc_now", lambda: moment)
+    monkeypatch.setattr(clock, "utc_now", lambda: moment)
 
 
 def invoke(*args: str):
@@ -228,16 +228,16 @@ def test_half_day_run_goes_ahead_with_its_deadline_at_the_close(
     def ticking() -> datetime:
         return started_wall + timedelta(seconds=time.monotonic() - started)
 
-    monkeypatch.setattr(cli, "utc_now", ticking)
+    monkeypatch.setattr(clock, "utc_now", ticking)
     monkeypatch.setattr(request, "utc_now", ticking)
     requests: list[RunRequest] = []
-    execute = cli.execute_run
+    execute = runner.execute_run
 
     def recording(run_request: RunRequest, services: RunServices) -> RunOutcome:
         requests.append(run_request)
         return execute(run_request, services)
 
-    monkeypatch.setattr(cli, "execute_run", recording)
+    monkeypatch.setattr(runner, "execute_run", recording)
     result = invoke("run", "--symbols", SYMBOLS, "--deadline-seconds", "600")
     assert result.exit_code == 0, result.output
     assert "(half day: the market closes at 13:00 EST)" in result.stdout

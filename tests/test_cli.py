@@ -12,7 +12,7 @@ import pytest
 from harness import settings_in
 from typer.testing import CliRunner
 
-from orchestrator_cli import cli
+from orchestrator_cli import cli, runner
 from orchestrator_cli.sandbox import Sandbox, SandboxFaults
 
 
@@ -126,7 +126,7 @@ def test_internal_error_exits_70_without_traceback(
     def broken(*_args: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(cli, "execute_run", broken)
+    monkeypatch.setattr(runner, "execute_run", broken)
     result = invoke("run", "--symbols", "AAPL")
     assert result.exit_code == 70, result.output
     assert "internal error" in result.stderr

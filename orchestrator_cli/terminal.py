@@ -1,0 +1,143 @@
+"""What `orch` writes around its results: the two consoles, log lines and order progress.
+
+stdout carries results only (a table and summary line, or exactly one JSON document); logs and
+progress go to stderr. On a terminal, log lines are Rich's and sending orders shows a progress
+bar that disappears when the run ends. Elsewhere (cron's log file, a pipe) log lines are plain
+UTC-stamped text and sending orders writes `sent 412/1,000 orders` at most once every
+`PROGRESS_LOG_SECONDS`, never a line per order.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+# Cron logs are files, not terminals: give them wide lines instead of Rich's 80 columns.
+LOG_WIDTH = 180
+# A run that sends its orders faster than this writes no progress line at all.
+PROGRESS_LOG_SECONDS = 5.0
+
+out = Console(highlight=False, width=None if sys.stdout.isatty() else LOG_WIDTH)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else LOG_WIDTH)
+
+OrderProgress = Callable[[int, int], None]
+
+
+class UTCFormatter(logging.Formatter):
+    """Plain lines for log files: ISO 8601 UTC timestamps, no padding."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)sZ %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S")
+
+    def converter(self, seconds: float | None) -> time.struct_time:
+        return time.gmtime(seconds)
+
+
+def setup_logging(level: str) -> None:
+    """Rich log lines on a terminal; plain UTC-stamped lines in files (cron logs)."""
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=err, show_path=False, show_time=True, markup=False)
+    else:
+        handler = logging.StreamHandler()
+        handler.setFormatter(UTCFormatter())
+    logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
+    for noisy in ("urllib3", "alembic"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+class ProgressLines:
+    """`sent 412/1,000 orders` through `log`, at most once every `interval` seconds.
+
+    The first line comes `interval` seconds after the first answer; the last count is written
+    only after an earlier line, so a run that sends everything within `interval` writes none.
+    Safe to call from several threads.
+    """
+
+    def __init__(
+        self,
+        log: Callable[[str], None],
+        *,
+        interval: float = PROGRESS_LOG_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = log
+        self._interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._since: float | None = None  # the first answer, then the last line written
+        self._written = False
+
+    def __call__(self, done: int, total: int) -> None:
+        with self._lock:
+            now = self._clock()
+            if self._since is None:
+                self._since = now
+            last = done >= total and self._written
+            if last or now - self._since >= self._interval:
+                self._since, self._written = now, True
+                self._log(f"sent {done:,}/{total:,} orders")
+
+
+class ProgressBar:
+    """A Rich progress bar on `console`, started by the first answer, removed by `close`."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._lock = threading.Lock()
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        with self._lock:
+            if self._progress is None or self._task is None:
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TextColumn,
+                    TimeElapsedColumn,
+                )
+
+                self._progress = Progress(
+                    TextColumn("sending orders"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=self._console,
+                    transient=True,
+                )
+                self._progress.start()
+                self._task = self._progress.add_task("orders", total=total)
+            self._progress.update(self._task, completed=done, total=total)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._progress is not None:
+                self._progress.stop()
+
+
+@contextmanager
+def order_progress(*, interactive: bool, log: Callable[[str], None]) -> Iterator[OrderProgress]:
+    """The `RunServices.order_progress` hook of one command: a bar on stderr when `interactive`
+    (stderr is a terminal), else `ProgressLines` through `log`. Never writes to stdout."""
+    if not interactive:
+        yield ProgressLines(log)
+        return
+    bar = ProgressBar(err)
+    try:
+        yield bar
+    finally:
+        bar.close()

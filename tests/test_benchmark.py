@@ -1,0 +1,66 @@
+"""The benchmark's own arithmetic, and its smallest scenario run for real (a few seconds)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+from measure import Result, Scenario, run_scenario
+from run_benchmark import full_plan, target_rows
+
+
+def result(scenario: Scenario, wall: float, duration: float, **fields: object) -> Result:
+    accepted = scenario.k
+    run = {
+        "status": "completed",
+        "duration_seconds": duration,
+        "num_orders_submitted": accepted,
+        "num_orders_accepted": accepted,
+    }
+    return Result(scenario, wall=wall, run=run, **fields)
+
+
+def test_the_budget_is_1_3_times_the_wire_time_plus_a_second() -> None:
+    scenario = Scenario("grid", 3000, 1000, 20, 16)
+    assert scenario.ideal == pytest.approx(0.02 * 63)  # ceil(1000 / 16) = 63 rounds of 20 ms
+    assert scenario.budget == pytest.approx(1.3 * 1.26 + 1)
+
+
+def test_the_full_plan_leaves_out_runs_longer_than_two_minutes_on_the_wire() -> None:
+    plan = full_plan(postgres=True)
+    assert Scenario("grid", 3000, 3000, 100, 1) not in plan  # 300 s of latency alone
+    assert Scenario("grid", 3000, 1000, 100, 1) in plan
+    assert Scenario("postgres", 3000, 1000, 20, 16, "postgres") in plan
+    assert len(plan) == len(set(plan))
+
+
+def test_targets_compare_with_the_sequential_baseline_of_the_same_invocation() -> None:
+    sequential = result(Scenario("grid", 3000, 300, 20, 1), wall=7.0, duration=6.2)
+    concurrent = result(Scenario("grid", 3000, 300, 20, 16), wall=1.4, duration=0.6)
+    big = result(Scenario("grid", 3000, 1000, 20, 16), wall=2.7, duration=1.5, rss_mb=120)
+    rows = {
+        target: (measured, met)
+        for target, measured, met in target_rows([sequential, concurrent, big])
+    }
+    assert rows["K=300, L=20 ms, sqlite: C=16 at least 8x faster than C=1"] == (
+        "5.0x (process wall), 10.3x (run duration)",
+        False,
+    )
+    assert rows["K=1,000 of N=3,000, L=20 ms, C=16, sqlite (json): whole run <= 2.6 s"] == (
+        "2.70 s",
+        False,
+    )
+
+
+@pytest.mark.e2e
+def test_the_smallest_scenario_runs_orch_and_measures_it(tmp_path: Path) -> None:
+    measured = run_scenario(Scenario("smoke", 20, 4, 0, 2), tmp_path, postgres=None, timeout=60)
+    assert measured.error is None
+    assert measured.accepted_all
+    assert measured.duration is not None
+    assert measured.wall > measured.duration > 0
+    assert 20 < measured.rss_mb < 1000
