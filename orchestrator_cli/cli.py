@@ -620,3 +620,33 @@ def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 def main() -> None:
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     app()
+
+
+@app.command("health")
+def health_command(
+    ctx: typer.Context,
+    symbol: Annotated[
+        str, typer.Option(help="The symbol whose price is fetched to check the price source.")
+    ] = "SPY",
+    sandbox: Annotated[
+        bool, typer.Option("--sandbox", help="Check the built-in simulated services instead.")
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Could a run go ahead now? Checks the services, database, prices and market; sends nothing.
+
+    Exit codes: 0 every check passed, 1 a check failed (named), 4 invalid configuration.
+    """
+    from orchestrator_cli import health
+
+    with handle_errors(ctx):
+        settings = settings_from_options(ctx)
+        wanted = health.parse_symbol(symbol)
+        with sandboxed(settings, enabled=sandbox) as effective:
+            report = health.check_health(effective, symbol=wanted, now=utc_now())
+        if json_output:
+            emit_json(json.dumps(report.document()))
+        else:
+            health.print_report(out, report)
+        raise typer.Exit(ExitCode.OK if report.ok else ExitCode.FAILED)
+
