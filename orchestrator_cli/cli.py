@@ -650,3 +650,18 @@ def health_command(
             health.print_report(out, report)
         raise typer.Exit(ExitCode.OK if report.ok else ExitCode.FAILED)
 
+
+@app.command("config")
+def config_command(
+    ctx: typer.Context,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Show every setting's effective value (secrets masked), variable and source."""
+    from orchestrator_cli import config_report
+
+    with handle_errors(ctx):
+        report = config_report.config_report(load_settings())
+        if json_output:
+            emit_json(json.dumps(report.document()))
+        else:
+            config_report.print_report(out, err, report)
