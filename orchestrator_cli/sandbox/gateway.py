@@ -248,8 +248,11 @@ def positions(state: SandboxState, fault: str | None = None) -> dict[str, Any]:
     }
 
 
-def kill_switch_status(state: SandboxState, faults: SandboxFaults) -> dict[str, Any]:
-    return {"state": "ENGAGED" if kill_switch_engaged(state, faults) else "ACTIVE"}
+def kill_switch_status(state: SandboxState, faults: SandboxFaults) -> tuple[int, Any]:
+    """`GET /api/v1/kill-switch/status`: 503 while the gateway cannot read the state."""
+    if faults.kill_switch_state_unknown:
+        return 503, FAIL_CLOSED_BODIES["kill_switch"]
+    return 200, {"state": "ENGAGED" if kill_switch_engaged(state, faults) else "ACTIVE"}
 
 
 def config(faults: SandboxFaults) -> dict[str, Any]:
@@ -259,7 +262,7 @@ def config(faults: SandboxFaults) -> dict[str, Any]:
         "version": "sandbox",
         "environment": "sandbox",
         "dry_run": faults.gateway_dry_run,
-        "alpaca_paper": True,
+        "alpaca_paper": not faults.gateway_live,
         "circuit_breaker_enabled": True,
         "liquidity_check_enabled": False,
         "max_slice_pct_of_adv": 0.01,

@@ -231,7 +231,7 @@ class _GatewayHandler(_Handler):
             case "GET", "/api/v1/positions":
                 return _Reply(200, gateway.positions(state, faults.positions_fault))
             case "GET", "/api/v1/kill-switch/status":
-                return _Reply(200, gateway.kill_switch_status(state, faults))
+                return _Reply(*gateway.kill_switch_status(state, faults))
             case "GET", "/api/v1/config":
                 return _Reply(200, gateway.config(faults))
             case "GET", "/health":

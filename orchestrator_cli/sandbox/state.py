@@ -123,6 +123,10 @@ class SandboxFaults:
     # gateway_strategy_in_config is false, GET /api/v1/config report it).
     gateway_strategy: str | None = None
     gateway_strategy_in_config: bool = True
+    # GET /api/v1/config says the orders reach a live (non-paper) account.
+    gateway_live: bool = False
+    # GET /api/v1/kill-switch/status answers 503: the gateway cannot read its kill switch.
+    kill_switch_state_unknown: bool = False
 
     def update(self, changes: Mapping[str, Any]) -> None:
         """Apply a partial update from JSON; ValueError names a bad field and nothing changes."""
