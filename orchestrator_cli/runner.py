@@ -519,7 +519,9 @@ def _resume_refusal(
     """Why resuming a real run now could order twice or on a stale plan, or None."""
     run_id = info.run_id
     position = [r.run_id for r in day].index(run_id)  # runs_for_date: oldest first
-    later = [r for r in day[position + 1 :] if not r.dry_run]
+    # Only a later real run that recorded a plan planned from this one's orders; one that
+    # failed before planning (signals unavailable, a refusal at the preflight) did not.
+    later = [r for r in day[position + 1 :] if not r.dry_run and _plan_recorded(services, r.run_id)]
     if later:
         return (
             f"run {run_id} was followed by run {later[-1].run_id}, which planned from the "

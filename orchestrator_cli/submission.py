@@ -106,6 +106,7 @@ class Submitter:
             self._halt_reason = reason
             self._halt.set()
             self._services.stop_waiting()
+            logger.warning("run %s: no further order is sent: %s", self.run_id, reason)
 
     def _blocked(self, order: OrderRequest) -> SubmitOutcome:
         return SubmitOutcome(

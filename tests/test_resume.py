@@ -251,6 +251,28 @@ def test_resume_refuses_a_run_that_a_later_run_followed(session_factory):
     assert len(gateway.sent) == sent
 
 
+def test_resume_goes_ahead_after_a_later_run_that_planned_nothing(session_factory):
+    """The kill switch blocked part of a run; the next run failed at the preflight (kill switch
+    still engaged) before planning: it planned nothing from the first run's orders."""
+    gateway = FakeGateway(answers={"MSFT": "kill_switch"})
+    first = execute_run(make_request(["AAPL", "MSFT", "GOOGL"]), services(session_factory, gateway))
+    assert first.result.status == "partial"
+    gateway.kill_switch = "ENGAGED"
+    refused = execute_run(
+        make_request(["AAPL", "MSFT", "GOOGL"]), services(session_factory, gateway)
+    )
+    assert (refused.action, refused.result.status, refused.result.mappings) == ("ran", "failed", [])
+    gateway.kill_switch = "ACTIVE"
+    gateway.answers = {}
+    resumed = resume_run(first.result.run_id, EXECUTION, services(session_factory, gateway))
+    assert resumed.action == "resumed"
+    assert resumed.result.status == "completed"
+    planned = {m.client_order_id for m in first.result.mappings if m.client_order_id}
+    # Only the first run's own ids ever reached the gateway: the blocked one was sent again
+    # under its id, never as a second order.
+    assert {o.client_order_id for o in gateway.sent} == planned
+
+
 def test_resume_refuses_a_plan_from_an_earlier_trading_day(session_factory):
     gateway = FakeGateway()
     old = crash_yesterday(session_factory, gateway)

@@ -166,3 +166,17 @@ def test_orders_are_filed_under_the_gateways_strategy_whatever_the_header(http, 
     assert get(http, sandbox, "/api/v1/orders/s1")["strategy_id"] == "momentum"
     sandbox.faults.gateway_strategy_in_config = False
     assert "strategy_id" not in get(http, sandbox, "/api/v1/config")
+
+
+def test_a_busy_port_is_refused_naming_it_not_an_internal_error() -> None:
+    import socket
+
+    from orchestrator_cli.errors import ConfigError
+    from orchestrator_cli.sandbox import Sandbox
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"127.0.0.1:{port}: Address already in use"):
+            Sandbox(signal_port=port).start()

@@ -37,6 +37,7 @@ from orchestrator_cli.auth import (
     INVALID_INTERNAL_TOKEN,
     verify_internal_request,
 )
+from orchestrator_cli.errors import ConfigError
 from orchestrator_cli.sandbox import gateway, market, signal
 from orchestrator_cli.sandbox.state import (
     KILL_SWITCH_DETAIL,
@@ -348,8 +349,14 @@ class Sandbox:
         handlers = (_SignalHandler, _GatewayHandler, _MarketHandler)
         try:
             for handler, port in zip(handlers, self._ports, strict=True):
-                self._servers.append(_Server((self._host, port), handler, self))
-        except OSError:
+                try:
+                    self._servers.append(_Server((self._host, port), handler, self))
+                except OSError as exc:
+                    raise ConfigError(
+                        f"cannot serve the sandbox on {self._host}:{port}: {exc.strerror}; "
+                        "choose other ports (--port BASE, or 0 for any free ones)"
+                    ) from exc
+        except ConfigError:
             for server in self._servers:
                 server.server_close()
             self._servers = []
