@@ -87,11 +87,14 @@ def _durability(session) -> str:
     return str(connection.exec_driver_sql("SHOW synchronous_commit").scalar_one())
 
 
-def test_sqlite_files_are_in_wal_mode(engine):
-    if engine.dialect.name != "sqlite":
-        pytest.skip("SQLite only")
-    with engine.connect() as connection:
-        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+def test_sqlite_files_are_in_wal_mode(tmp_path):
+    engine = db.make_engine(f"sqlite:///{tmp_path}/orch.db")
+    try:
+        db.prepare_database(engine)
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+    finally:
+        engine.dispose()
 
 
 def test_only_a_relaxed_transaction_commits_without_a_sync(engine, session_factory):

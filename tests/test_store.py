@@ -217,19 +217,25 @@ def test_a_large_plan_is_inserted_at_once_with_its_ids_in_plan_order(session_fac
 
 
 def test_a_sqlite_without_returning_still_gets_the_plan_ids_in_order(
-    session_factory, engine, make_plan, monkeypatch
+    tmp_path, make_plan, monkeypatch
 ):
-    if engine.dialect.name != "sqlite":
-        pytest.skip("SQLite before 3.35 only")
+    engine = db.make_engine(f"sqlite:///{tmp_path}/old.db")
+    db.prepare_database(engine)
+    # As SQLite before 3.35, which has no RETURNING.
     monkeypatch.setattr(
         engine.dialect, "insert_executemany_returning_sort_by_parameter_order", False
     )
+    sessions = db.make_session_factory(engine)
     symbols = ["MSFT", "AAPL", "TSLA"]
-    with session_factory.begin() as session:
-        run_id = new_run(session)
-        ids = store.add_mappings(session, run_id, [make_plan(s) for s in symbols], ["a", "b", "c"])
-    with session_factory() as session:
-        rows = session.execute(select(SignalOrderMapping.id, SignalOrderMapping.symbol)).all()
+    try:
+        with sessions.begin() as session:
+            run_id = new_run(session)
+            plans = [make_plan(s) for s in symbols]
+            ids = store.add_mappings(session, run_id, plans, ["a", "b", "c"])
+        with sessions() as session:
+            rows = session.execute(select(SignalOrderMapping.id, SignalOrderMapping.symbol)).all()
+    finally:
+        engine.dispose()
     stored = dict(rows)
     assert [stored[i] for i in ids] == symbols
 
