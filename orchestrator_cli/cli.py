@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
-from orchestrator_cli import __version__, db, render, store
+from orchestrator_cli import __version__, db, logs, render, store
 from orchestrator_cli.clock import MarketClosed, market_for, utc_now
 from orchestrator_cli.config import Settings, env_file_warnings, load_settings, mask_url
 from orchestrator_cli.db import open_database
@@ -71,17 +71,16 @@ def handle_errors(ctx: typer.Context) -> Iterator[None]:
     except OrchError as exc:
         if debug:
             err.print_exception()
-        err.print(f"[red]Error:[/red] {escape(str(exc))}", soft_wrap=True)
+        show_error(str(exc))
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt as exc:
         finish = (
             f"`orch runs resume {exc.run_id}`" if isinstance(exc, RunInterrupted) else "resuming"
         )
-        err.print(
-            "[red]Error:[/red] interrupted: no further order was sent. Orders already sent are "
+        show_error(
+            "interrupted: no further order was sent. Orders already sent are "
             "recorded with their client_order_id; `orch run` again (same arguments) or "
-            f"{escape(finish)} settles and finishes the run",
-            soft_wrap=True,
+            f"{finish} settles and finishes the run"
         )
         raise typer.Exit(ExitCode.FAILED) from None
     except (typer.Exit, typer.Abort):
@@ -89,12 +88,18 @@ def handle_errors(ctx: typer.Context) -> Iterator[None]:
     except Exception as exc:
         if debug:
             err.print_exception()
-        err.print(
-            f"[red]Error:[/red] internal error: {type(exc).__name__}: {escape(str(exc))} "
-            "(re-run with --debug for the traceback)",
-            soft_wrap=True,
+        show_error(
+            f"internal error: {type(exc).__name__}: {exc} (re-run with --debug for the traceback)"
         )
         raise typer.Exit(ExitCode.INTERNAL) from None
+
+
+def show_error(text: str) -> None:
+    """`Error: <text>` on stderr; under LOG_FORMAT=json a log record, so every line is JSON."""
+    if logs.is_structured():
+        logs.always(logging.ERROR, f"Error: {text}")
+    else:
+        err.print(f"[red]Error:[/red] {escape(text)}", soft_wrap=True)
 
 
 class UTCFormatter(logging.Formatter):
@@ -107,15 +112,18 @@ class UTCFormatter(logging.Formatter):
         return time.gmtime(seconds)
 
 
-def setup_logging(level: str) -> None:
-    """Rich log lines on a terminal; plain UTC-stamped lines in files (cron logs)."""
+def setup_logging(level: str, log_format: str = "text", log_file: Path | None = None) -> None:
+    """Rich log lines on a terminal; plain UTC-stamped lines in files (cron logs); JSON lines
+    everywhere under LOG_FORMAT=json; the same lines appended to LOG_FILE too."""
     handler: logging.Handler
-    if sys.stderr.isatty():
+    line_formatter = logs.formatter(log_format, UTCFormatter())
+    if sys.stderr.isatty() and not logs.is_structured():
         handler = RichHandler(console=err, show_path=False, show_time=True, markup=False)
     else:
         handler = logging.StreamHandler()
-        handler.setFormatter(UTCFormatter())
-    logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
+        handler.setFormatter(line_formatter)
+    handlers = [handler, *logs.file_handlers(log_file, line_formatter)]
+    logging.basicConfig(level=level, handlers=handlers, format="%(message)s", force=True)
     for noisy in ("urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
@@ -185,7 +193,7 @@ def settings_from_options(ctx: typer.Context) -> Settings:
             given[param.name] = value
             spelled[param.name] = param.opts[0]
     settings = load_settings(given, **spelled)
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format, settings.log_file)
     for warning in env_file_warnings():
         logger.warning("%s", warning)
     return settings
@@ -215,6 +223,7 @@ def main_options(
 ) -> None:
     """orch: turns a strategy's target weights into orders, once, with a complete audit trail."""
     ctx.obj = {"debug": debug}
+    logs.reset()
 
 
 @app.command()
@@ -354,7 +363,10 @@ def show_outcome(
 ) -> None:
     """Print the run (or why nothing was done) and exit with the run's code."""
     if outcome.note and outcome.action != "ran":
-        (err if json_output else out).print(outcome.note, markup=False, soft_wrap=True)
+        if json_output and logs.is_structured():
+            logs.always(logging.WARNING, outcome.note)
+        else:
+            (err if json_output else out).print(outcome.note, markup=False, soft_wrap=True)
     if json_output:
         document = outcome.result.model_dump(mode="json")
         emit_json(json.dumps({"action": outcome.action, **document}))
