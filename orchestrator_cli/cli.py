@@ -335,8 +335,11 @@ def run(
     Exit codes: 0 completed (or already done today, or the market is closed), 3 partial,
     1 failed, 2 usage error, 4 invalid input, 75 another run in progress, 70 internal error.
     """
+    from orchestrator_cli.ops import observe
+
     with handle_errors(ctx):
         settings = settings_from_options(ctx)
+    with observe(settings) as observation, handle_errors(ctx):
         universe = parse_symbols(symbols, symbols_file)
         as_of_date = parse_as_of(as_of)
         market = market_for(settings, as_of_date, utc_now())
@@ -354,6 +357,7 @@ def run(
                 progress=logger.info,
             )
             outcome = execute_run(request, services)
+        observation.record(outcome.result)
         early = str(market.close) if market is not None and market.close.early else None
         show_outcome(outcome, json_output=json_output, half_day_close=early)
 
@@ -446,8 +450,11 @@ def runs_resume(
     Orders that may have reached the gateway are looked up by client_order_id first; only
     those the gateway never saw are sent (with the same id). Nothing is re-planned.
     """
+    from orchestrator_cli.ops import observe
+
     with handle_errors(ctx):
         settings = settings_from_options(ctx)
+    with observe(settings) as observation, handle_errors(ctx):
         market = market_for(settings, None, utc_now())
         if isinstance(market, MarketClosed):  # its orders would wait for the next session
             raise ConfigError(
@@ -460,6 +467,7 @@ def runs_resume(
             with db.transaction(services.sessions, "finding the run") as session:
                 found = store.resolve_run_id(session, run_id)
             outcome = resume_run(found, execution, services)
+        observation.record(outcome.result)
         show_outcome(outcome, json_output=json_output)
 
 
