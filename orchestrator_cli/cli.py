@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from rich.markup import escape
 
-from orchestrator_cli import __version__
+from orchestrator_cli import __version__, logs
 from orchestrator_cli.errors import ConfigError, ExitCode, OrchError, RunInterrupted, ServiceError
 from orchestrator_cli.terminal import err, order_progress, out, setup_logging
 
@@ -66,17 +66,16 @@ def handle_errors(ctx: typer.Context) -> Iterator[None]:
     except OrchError as exc:
         if debug:
             err.print_exception()
-        err.print(f"[red]Error:[/red] {escape(str(exc))}", soft_wrap=True)
+        show_error(str(exc))
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt as exc:
         finish = (
             f"`orch runs resume {exc.run_id}`" if isinstance(exc, RunInterrupted) else "resuming"
         )
-        err.print(
-            "[red]Error:[/red] interrupted: no further order was sent. Orders already sent are "
+        show_error(
+            "interrupted: no further order was sent. Orders already sent are "
             "recorded with their client_order_id; `orch run` again (same arguments) or "
-            f"{escape(finish)} settles and finishes the run",
-            soft_wrap=True,
+            f"{finish} settles and finishes the run"
         )
         raise typer.Exit(ExitCode.FAILED) from None
     except (typer.Exit, typer.Abort):
@@ -84,12 +83,18 @@ def handle_errors(ctx: typer.Context) -> Iterator[None]:
     except Exception as exc:
         if debug:
             err.print_exception()
-        err.print(
-            f"[red]Error:[/red] internal error: {type(exc).__name__}: {escape(str(exc))} "
-            "(re-run with --debug for the traceback)",
-            soft_wrap=True,
+        show_error(
+            f"internal error: {type(exc).__name__}: {exc} (re-run with --debug for the traceback)"
         )
         raise typer.Exit(ExitCode.INTERNAL) from None
+
+
+def show_error(text: str) -> None:
+    """`Error: <text>` on stderr; under LOG_FORMAT=json a log record, so every line is JSON."""
+    if logs.is_structured():
+        logs.always(logging.ERROR, f"Error: {text}")
+    else:
+        err.print(f"[red]Error:[/red] {escape(text)}", soft_wrap=True)
 
 
 def emit_json(document: str) -> None:
@@ -122,7 +127,7 @@ def settings_from_options(ctx: typer.Context) -> Settings:
             given[param.name] = value
             spelled[param.name] = param.opts[0]
     settings = load_settings(given, **spelled)
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format, settings.log_file)
     for warning in env_file_warnings():
         logger.warning("%s", warning)
     return settings
@@ -152,6 +157,7 @@ def main_options(
 ) -> None:
     """orch: turns a strategy's target weights into orders, once, with a complete audit trail."""
     ctx.obj = {"debug": debug}
+    logs.reset()
 
 
 @app.command()
@@ -264,10 +270,12 @@ def run(
     Exit codes: 0 completed (or already done today, or the market is closed), 3 partial,
     1 failed, 2 usage error, 4 invalid input, 75 another run in progress, 70 internal error.
     """
-    with handle_errors(ctx):
-        from orchestrator_cli import clock, inputs, runner, wiring
+    from orchestrator_cli import clock, inputs, runner, wiring
+    from orchestrator_cli.ops import observe
 
+    with handle_errors(ctx):
         settings = settings_from_options(ctx)
+    with observe(settings) as observation, handle_errors(ctx):
         universe = inputs.parse_symbols(symbols, symbols_file)
         as_of_date = inputs.parse_as_of(as_of)
         market = clock.market_for(settings, as_of_date, clock.utc_now())
@@ -289,6 +297,7 @@ def run(
                 order_progress=report,
             )
             outcome = runner.execute_run(request, services)
+        observation.record(outcome.result)
         early = str(market.close) if market is not None and market.close.early else None
         show_outcome(outcome, json_output=json_output, half_day_close=early, all_rows=all_rows)
 
@@ -304,7 +313,10 @@ def show_outcome(
     from orchestrator_cli import render
 
     if outcome.note and outcome.action != "ran":
-        (err if json_output else out).print(outcome.note, markup=False, soft_wrap=True)
+        if json_output and logs.is_structured():
+            logs.always(logging.WARNING, outcome.note)
+        else:
+            (err if json_output else out).print(outcome.note, markup=False, soft_wrap=True)
     if json_output:
         document = outcome.result.model_dump(mode="json")
         emit_json(json.dumps({"action": outcome.action, **document}))
@@ -390,10 +402,12 @@ def runs_resume(
     Orders that may have reached the gateway are looked up by client_order_id first; only
     those the gateway never saw are sent (with the same id). Nothing is re-planned.
     """
-    with handle_errors(ctx):
-        from orchestrator_cli import clock, db, runner, store, wiring
+    from orchestrator_cli import clock, db, runner, store, wiring
+    from orchestrator_cli.ops import observe
 
+    with handle_errors(ctx):
         settings = settings_from_options(ctx)
+    with observe(settings) as observation, handle_errors(ctx):
         market = clock.market_for(settings, None, clock.utc_now())
         if isinstance(market, clock.MarketClosed):  # its orders would wait for the next session
             raise ConfigError(
@@ -411,6 +425,7 @@ def runs_resume(
             with db.transaction(services.sessions, "finding the run") as session:
                 found = store.resolve_run_id(session, run_id)
             outcome = runner.resume_run(found, execution, services)
+        observation.record(outcome.result)
         show_outcome(outcome, json_output=json_output, all_rows=all_rows)
 
 

@@ -7,6 +7,7 @@ problem into a `ConfigError` that names the environment variable (or the flag) t
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +27,8 @@ ALPACA_DATA_HOST = "data.alpaca.markets"
 PriceSourceName = Literal["alpaca", "file", "redis"]
 DAY_SECONDS = 86_400
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LogFormat = Literal["text", "json"]
+NotifyOn = Literal["problems", "always", "never"]
 
 
 def data_dir() -> Path:
@@ -129,6 +132,16 @@ class Settings(BaseSettings):
 
     sandbox_state_file: Path | None = None
 
+    # Operations (all off by default; see README "Monitoring"). The heartbeat and webhook URLs
+    # carry their secret in the path, so they are secrets: never shown, logged or stored.
+    log_format: LogFormat = "text"
+    log_file: Path | None = None
+    metrics_file: Path | None = None
+    pushgateway_url: str | None = None
+    heartbeat_url: SecretStr | None = None
+    notify_webhook_url: SecretStr | None = None
+    notify_on: NotifyOn = "problems"
+
     @field_validator("restricted_symbols", mode="before")
     @classmethod
     def _split_symbols(cls, value: Any) -> Any:
@@ -174,6 +187,56 @@ class Settings(BaseSettings):
     @classmethod
     def _http_url(cls, value: str) -> str:
         return _check_http_url(value)
+
+    @field_validator("log_file", "metrics_file", "pushgateway_url", mode="before")
+    @classmethod
+    def _blank_is_off(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_file", "metrics_file")
+    @classmethod
+    def _file_in_existing_directory(cls, value: Path | None) -> Path | None:
+        """Checked before anything is contacted: a typo must not lose the day's record."""
+        if value is None:
+            return None
+        if value.is_dir():
+            raise ValueError(f"{value} is a directory; give a file path")
+        if not value.parent.is_dir():
+            raise ValueError(f"the directory {value.parent} does not exist; create it first")
+        return value
+
+    @field_validator("pushgateway_url")
+    @classmethod
+    def _optional_http_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_http_url(value)
+
+    @field_validator("metrics_file", "pushgateway_url")
+    @classmethod
+    def _metrics_extra(cls, value: Any) -> Any:
+        """Refused at start rather than warned at the end: a deployment that asked for metrics
+        and silently had none would look to monitoring like a job that never ran."""
+        if value is not None and importlib.util.find_spec("prometheus_client") is None:
+            raise ValueError("needs prometheus_client: pip install 'orchestrator-cli[metrics]'")
+        return value
+
+    @field_validator("heartbeat_url", "notify_webhook_url", mode="before")
+    @classmethod
+    def _secret_http_url(cls, value: Any) -> Any:
+        """An http(s) URL, named in no error: its path is the secret."""
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return None
+        try:
+            return _check_http_url(str(raw))
+        except ValueError:
+            raise ValueError(
+                "not an http(s) URL (the value is not shown: it holds a secret)"
+            ) from None
+
+    @field_validator("log_format", "notify_on", mode="before")
+    @classmethod
+    def _lower_choice(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod

@@ -37,7 +37,7 @@ from typing import Literal
 
 from sqlalchemy.orm import Session
 
-from orchestrator_cli import db, risk, sizing, store
+from orchestrator_cli import db, logs, risk, sizing, store
 from orchestrator_cli.clock import trading_date
 from orchestrator_cli.day import (
     AlreadyCompleted,
@@ -139,6 +139,7 @@ class ActiveRun:
         self.settlement = Settlement(services, concurrency=execution.order_concurrency)
         self.phases = PhaseTimer()  # stored with the run when it finishes
         self._submitter = Submitter(self.run_id, services, execution, self.phases)
+        logs.bind(run_id=self.run_id, strategy_id=self.strategy_id, as_of_date=self.as_of_date)
 
     def preflight(self) -> str | None:
         """Gateway mode, kill switch, health and strategy; a reason to refuse the run, or None.

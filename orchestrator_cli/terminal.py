@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -43,17 +44,22 @@ class UTCFormatter(logging.Formatter):
         return time.gmtime(seconds)
 
 
-def setup_logging(level: str) -> None:
-    """Rich log lines on a terminal; plain UTC-stamped lines in files (cron logs)."""
+def setup_logging(level: str, log_format: str = "text", log_file: Path | None = None) -> None:
+    """Rich log lines on a terminal; plain UTC-stamped lines in files (cron logs); JSON lines
+    everywhere under LOG_FORMAT=json; the same lines appended to LOG_FILE too."""
+    from orchestrator_cli import logs
+
     handler: logging.Handler
-    if sys.stderr.isatty():
+    line_formatter = logs.formatter(log_format, UTCFormatter())
+    if sys.stderr.isatty() and not logs.is_structured():
         from rich.logging import RichHandler
 
         handler = RichHandler(console=err, show_path=False, show_time=True, markup=False)
     else:
         handler = logging.StreamHandler()
-        handler.setFormatter(UTCFormatter())
-    logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
+        handler.setFormatter(line_formatter)
+    handlers = [handler, *logs.file_handlers(log_file, line_formatter)]
+    logging.basicConfig(level=level, handlers=handlers, format="%(message)s", force=True)
     for noisy in ("urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 

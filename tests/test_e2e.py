@@ -410,8 +410,17 @@ def test_rate_limited_past_the_deadline_is_not_sent_and_says_so(
 
 
 def test_limits_are_enforced_and_shown(orch: Orch, sandbox: Sandbox) -> None:
+    # Every symbol long, so AMZN has a weight whatever the day's signals rank it.
+    every_long = ("--top-n", "5", "--bottom-n", "0")
     code, run = orch.json(
-        "run", "--symbols", SYMBOLS, "--max-order-notional", "15000", "--restricted", "amzn"
+        "run",
+        "--symbols",
+        SYMBOLS,
+        *every_long,
+        "--max-order-notional",
+        "15000",
+        "--restricted",
+        "amzn",
     )
     rows = {m["symbol"]: m for m in run["mappings"]}
     assert rows["AMZN"]["skip_reason"] == "restricted_symbol"
