@@ -280,6 +280,7 @@ def run(
         as_of_date = inputs.parse_as_of(as_of)
         market = clock.market_for(settings, as_of_date, clock.utc_now())
         if isinstance(market, clock.MarketClosed):  # before anything is started or contacted
+            wiring.check_price_source(settings)  # a broken set-up must not hide all weekend
             show_market_closed(market, json_output=json_output)
         with (
             wiring.sandboxed(settings, enabled=sandbox) as effective,

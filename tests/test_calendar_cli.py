@@ -280,3 +280,15 @@ def test_resume_on_a_closed_market_sends_nothing_and_says_so(
         result.stderr
     )
     assert env.requests_seen == NO_REQUESTS
+
+
+def test_a_broken_price_set_up_is_refused_even_on_a_closed_day(
+    env: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Otherwise a cron set-up broken on Friday evening stays hidden all weekend."""
+    at(monkeypatch, datetime(2026, 11, 29, 15, tzinfo=UTC))
+    monkeypatch.setenv("PRICE_SOURCE", "file")
+    result = invoke("run", "--symbols", SYMBOLS)
+    assert result.exit_code == 4, result.output
+    assert "PRICE_SOURCE=file needs PRICES_FILE" in result.stderr
+    assert env.requests_seen == NO_REQUESTS
