@@ -265,7 +265,7 @@ def run(
     1 failed, 2 usage error, 4 invalid input, 75 another run in progress, 70 internal error.
     """
     with handle_errors(ctx):
-        from orchestrator_cli import clock, inputs, runner, wiring
+        from orchestrator_cli import clock, inputs
 
         settings = settings_from_options(ctx)
         universe = inputs.parse_symbols(symbols, symbols_file)
@@ -273,6 +273,8 @@ def run(
         market = clock.market_for(settings, as_of_date, clock.utc_now())
         if isinstance(market, clock.MarketClosed):  # before anything is started or contacted
             show_market_closed(market, json_output=json_output)
+        from orchestrator_cli import runner, wiring  # a closed day or bad input loads neither
+
         with (
             wiring.sandboxed(settings, enabled=sandbox) as effective,
             order_progress(interactive=sys.stderr.isatty(), log=logger.info) as report,
