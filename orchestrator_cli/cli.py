@@ -270,7 +270,7 @@ def run(
     Exit codes: 0 completed (or already done today, or the market is closed), 3 partial,
     1 failed, 2 usage error, 4 invalid input, 75 another run in progress, 70 internal error.
     """
-    from orchestrator_cli import clock, inputs, runner, wiring
+    from orchestrator_cli import clock, inputs
     from orchestrator_cli.ops import observe
 
     with handle_errors(ctx):
@@ -280,8 +280,13 @@ def run(
         as_of_date = inputs.parse_as_of(as_of)
         market = clock.market_for(settings, as_of_date, clock.utc_now())
         if isinstance(market, clock.MarketClosed):  # before anything is started or contacted
-            wiring.check_price_source(settings)  # a broken set-up must not hide all weekend
+            from orchestrator_cli.prices import check_price_source
+
+            if not sandbox:  # a broken set-up must not hide all weekend
+                check_price_source(settings)
             show_market_closed(market, json_output=json_output)
+        from orchestrator_cli import runner, wiring  # a closed day or bad input loads neither
+
         with (
             wiring.sandboxed(settings, enabled=sandbox) as effective,
             order_progress(interactive=sys.stderr.isatty(), log=logger.info) as report,

@@ -582,3 +582,11 @@ def _alpaca_source(
         secret_key=secret_key.get_secret_value() if secret_key else None,
         max_age=max_age,
     )
+
+
+def check_price_source(settings: Settings) -> None:
+    """Build the price source and drop it: a setting that cannot work (PRICE_SOURCE=file
+    without PRICES_FILE, a malformed file, missing market-data keys) is refused (exit 4) even
+    on a day nothing runs. Nothing is contacted."""
+    with requests.Session() as session:
+        build_price_source(settings, session=session)

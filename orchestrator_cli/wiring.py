@@ -144,14 +144,6 @@ def prepare_existing(
     return execution, services
 
 
-def check_price_source(settings: Settings) -> None:
-    """Build the price source and drop it: a setting that cannot work (PRICE_SOURCE=file
-    without PRICES_FILE, a malformed file, missing market-data keys) is refused (exit 4) even
-    on a day nothing runs. Nothing is contacted."""
-    with make_session(1) as session:
-        build_price_source(settings, session=session)
-
-
 class NoPrices:
     """For commands that never price anything (resume, sync): asking is a bug."""
 

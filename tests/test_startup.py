@@ -11,10 +11,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
 from harness import orch_environ
+
+from orchestrator_cli import calendars
+from orchestrator_cli.clock import CALENDAR_CACHE
 
 # Runs `orch` with the given arguments and, at exit, writes the names of the loaded modules.
 PROBE = """
@@ -40,9 +44,11 @@ RUN_PATH = (
 )
 
 
-def loaded_modules(tmp_path: Path, *args: str) -> tuple[set[str], subprocess.CompletedProcess[str]]:
+def loaded_modules(
+    tmp_path: Path, *args: str, **variables: str
+) -> tuple[set[str], subprocess.CompletedProcess[str]]:
     listing = tmp_path / "modules.json"
-    env = orch_environ(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path}/orch.db")
+    env = orch_environ(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path}/orch.db", **variables)
     done = subprocess.run(
         [sys.executable, "-c", PROBE, str(listing), *args],
         cwd=tmp_path,
@@ -80,3 +86,26 @@ def test_runs_list_loads_no_http_client_runner_or_migrations(tmp_path: Path) -> 
     assert "No runs at offset 0 (0 in all)" in done.stdout
     assert "sqlalchemy" in modules  # it did read the database
     assert imported(modules, RUN_PATH) == []
+
+
+def test_a_closed_market_loads_no_runner_or_database(tmp_path: Path) -> None:
+    """A holiday's `orch run` stops before the run path: it neither contacts nor loads it. It
+    does build the price source (an HTTP client) to refuse a broken set-up, and drops it."""
+    cache = tmp_path / "data" / "orch" / CALENDAR_CACHE
+    cache.parent.mkdir(parents=True)
+    table = calendars.build_table("XNYS", date(2021, 1, 1), date(2031, 12, 31))
+    calendars._write_cache(cache, calendars.library_version(), {"XNYS": table})
+    modules, done = loaded_modules(
+        tmp_path,
+        "run",
+        "--symbols",
+        "AAPL",
+        "--as-of",
+        "2025-12-25",
+        IGNORE_CALENDAR="false",
+        ALPACA_API_KEY_ID="key-id",  # a working price set-up: a broken one is refused (exit 4)
+        ALPACA_API_SECRET_KEY="secret",
+    )
+    assert done.stdout == "market closed on 2025-12-25: Christmas\n"
+    run_path = [m for m in RUN_PATH if m not in ("requests", "urllib3")]
+    assert imported(modules, (*run_path, "orchestrator_cli.db")) == []
