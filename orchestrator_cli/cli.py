@@ -13,7 +13,7 @@ import logging
 import signal
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -315,7 +315,25 @@ def show_outcome(
     half_day_close: str | None = None,
     all_rows: bool = False,
 ) -> None:
-    """Print the run (or why nothing was done) and exit with the run's code."""
+    """Print the run (or why nothing was done) and exit with the run's code.
+
+    The run is recorded by now: an interrupt while printing cuts the output short but does not
+    change the exit code, which is the run's."""
+    code = (
+        ExitCode.OK
+        if outcome.action == "already_completed"
+        else EXIT_FOR_STATUS[outcome.result.status]
+    )
+    with suppress(KeyboardInterrupt):
+        _print_outcome(
+            outcome, json_output=json_output, half_day_close=half_day_close, all_rows=all_rows
+        )
+    raise typer.Exit(code)
+
+
+def _print_outcome(
+    outcome: RunOutcome, *, json_output: bool, half_day_close: str | None, all_rows: bool
+) -> None:
     from orchestrator_cli import render
 
     if outcome.note and outcome.action != "ran":
@@ -330,9 +348,6 @@ def show_outcome(
         render.print_summary(out, outcome.result, half_day_close=half_day_close)
     else:
         render.print_run(out, outcome.result, half_day_close=half_day_close, all_rows=all_rows)
-    if outcome.action == "already_completed":
-        raise typer.Exit(ExitCode.OK)
-    raise typer.Exit(EXIT_FOR_STATUS[outcome.result.status])
 
 
 @runs_app.command("list")

@@ -278,3 +278,35 @@ def test_the_summary_and_the_run_show_what_it_ran_with(sandbox: Sandbox) -> None
     assert run["price_source"] == "alpaca"
     shown = invoke("runs", "show", run["run_id"])
     assert "3 symbols, capital $100,000.00, cap $20,000.00, prices alpaca" in shown.stdout
+
+
+def test_an_interrupt_while_printing_a_recorded_run_keeps_the_runs_exit_code(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C just as a completed run is printed: cron must still see 0, not 1."""
+    import typer
+
+    from orchestrator_cli import render
+    from orchestrator_cli.runner import RunOutcome
+    from orchestrator_cli.schemas import RunResult
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(render, "print_run", interrupted)
+    result = RunResult(
+        run_id=uuid.uuid4(),
+        strategy_id="alpha_baseline",
+        as_of_date="2024-12-31",
+        status="completed",
+        dry_run=False,
+        num_signals=0,
+        num_orders_submitted=0,
+        num_orders_accepted=0,
+        num_orders_rejected=0,
+        duration_seconds=0.1,
+        error_message=None,
+    )
+    with pytest.raises(typer.Exit) as exited:
+        cli.show_outcome(RunOutcome(result, "ran"), json_output=False)
+    assert exited.value.exit_code == 0
