@@ -181,3 +181,34 @@ def rsps() -> Iterator[responses.RequestsMock]:
 def sleeps() -> list[float]:
     """Injected as an HttpClient's `sleep`: records the waits, so retries never wait."""
     return []
+
+
+# --- The CLI in-process: an isolated environment, and the sandbox it points at -------------
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """An isolated working directory and environment with a SQLite database in tmp_path."""
+    from harness import settings_in
+
+    for name in settings_in(os.environ):
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/orch.db")
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    monkeypatch.setenv("IGNORE_CALENDAR", "true")  # runs go ahead whatever today is
+    return tmp_path
+
+
+@pytest.fixture
+def sandbox(env, monkeypatch: pytest.MonkeyPatch):
+    """The sandbox, in-process, with the environment pointed at it (test files may override)."""
+    from orchestrator_cli.sandbox import Sandbox, SandboxFaults
+
+    with Sandbox(SandboxFaults(seed=3)) as running:
+        monkeypatch.setenv("SIGNAL_SERVICE_URL", running.signal_url)
+        monkeypatch.setenv("EXECUTION_GATEWAY_URL", running.gateway_url)
+        monkeypatch.setenv("MARKET_DATA_URL", running.market_data_url)
+        monkeypatch.setenv("PRICE_SOURCE", "alpaca")
+        yield running

@@ -3,40 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import settings_in
 from typer.testing import CliRunner
 
 from orchestrator_cli import cli, runner
-from orchestrator_cli.sandbox import Sandbox, SandboxFaults
-
-
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An isolated working directory and environment with a SQLite database in tmp_path."""
-    for name in settings_in(os.environ):
-        monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/orch.db")
-    monkeypatch.setenv("LOG_LEVEL", "WARNING")
-    monkeypatch.setenv("IGNORE_CALENDAR", "true")  # runs go ahead whatever today is
-    return tmp_path
-
-
-@pytest.fixture
-def sandbox(env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
-    with Sandbox(SandboxFaults(seed=3)) as running:
-        monkeypatch.setenv("SIGNAL_SERVICE_URL", running.signal_url)
-        monkeypatch.setenv("EXECUTION_GATEWAY_URL", running.gateway_url)
-        monkeypatch.setenv("MARKET_DATA_URL", running.market_data_url)
-        monkeypatch.setenv("PRICE_SOURCE", "alpaca")
-        yield running
+from orchestrator_cli.sandbox import Sandbox
 
 
 def invoke(*args: str):

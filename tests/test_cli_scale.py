@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import io
 import json
-import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from harness import settings_in
 from rich.console import Console
 from typer.testing import CliRunner
 
 from orchestrator_cli import cli, runner
 from orchestrator_cli.request import RunRequest
 from orchestrator_cli.runner import RunOutcome
-from orchestrator_cli.sandbox import Sandbox, SandboxFaults
+from orchestrator_cli.sandbox import Sandbox
 from orchestrator_cli.services import RunServices
 from orchestrator_cli.terminal import ProgressBar, ProgressLines, order_progress
 
@@ -26,23 +22,6 @@ UNIVERSE = ",".join(f"S{n:03d}" for n in range(1, 61))  # 60 symbols: more than 
 # 1,000-share position limit at the sandbox's prices (10 to 500 dollars).
 LARGE_RUN = ("run", "--symbols", UNIVERSE, "--top-n", "2", "--bottom-n", "1")
 LARGE_RUN_LIMITS = ("--max-position-size", "5000")
-
-
-@pytest.fixture
-def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
-    for name in settings_in(os.environ):
-        monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/orch.db")
-    monkeypatch.setenv("LOG_LEVEL", "WARNING")
-    monkeypatch.setenv("IGNORE_CALENDAR", "true")
-    with Sandbox(SandboxFaults(seed=3)) as running:
-        monkeypatch.setenv("SIGNAL_SERVICE_URL", running.signal_url)
-        monkeypatch.setenv("EXECUTION_GATEWAY_URL", running.gateway_url)
-        monkeypatch.setenv("MARKET_DATA_URL", running.market_data_url)
-        monkeypatch.setenv("PRICE_SOURCE", "alpaca")
-        yield running
 
 
 def invoke(*args: str):
