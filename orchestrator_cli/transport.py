@@ -11,12 +11,19 @@ A 429 is waited out in full, never retried early: it holds the client's `Request
 by every client of the same service, so every worker backs off together) until its
 `Retry-After`, and every attempt waits at the gate. With a deadline the wait is bounded only by
 the deadline; without one, a wait longer than `max_retry_wait` ends the retries instead.
+
+What `requests` reads from the environment (`HTTP(S)_PROXY` and `NO_PROXY`, `REQUESTS_CA_BUNDLE`
+or `CURL_CA_BUNDLE`, `~/.netrc`) is read once per service, when its client is made, and the
+session itself ignores the environment: left to `requests`, every request would scan all of
+`os.environ` twice and look for `~/.netrc` again, a fifth of the client's CPU per order. A batch
+process has one environment, so the answer cannot change during a run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -159,10 +166,21 @@ class HttpClient:
     clock: Callable[[], float] = time.monotonic
     # Shared by every client of one service (`dataclasses.replace` keeps it); None: its own.
     gate: RequestGate | None = None
+    # What the environment says for this base URL (`environment_for`); None: read it now.
+    environment: ServiceEnvironment | None = None
 
     def __post_init__(self) -> None:
         if self.gate is None:
             self.gate = RequestGate(clock=self.clock, sleep=self.sleep)
+        if self.environment is None:
+            self.environment = environment_for(self.base_url)
+
+    @property
+    def service_environment(self) -> ServiceEnvironment:
+        """Proxies, CA bundle and .netrc credentials for this service (set in `__post_init__`)."""
+        if self.environment is None:  # pragma: no cover - __post_init__ always sets it
+            raise RuntimeError("HttpClient without its environment")
+        return self.environment
 
     @property
     def shared_gate(self) -> RequestGate:
@@ -298,6 +316,7 @@ class _Attempts:
 
     def __call__(self) -> requests.Response:
         client = self.client
+        environment = client.service_environment
         client.shared_gate.admit(deadline=client.deadline, paced=self.paced)
         try:
             response = client.session.request(
@@ -307,7 +326,9 @@ class _Attempts:
                 params=self.params,
                 headers=self.headers,
                 timeout=client.timeout,
-                auth=client.auth,
+                auth=client.auth or environment.netrc_auth,
+                proxies=environment.proxies,
+                verify=environment.verify,
             )
         except requests.RequestException as exc:
             self._note(exc)
@@ -325,9 +346,34 @@ class _Attempts:
             self.observe(answer)
 
 
+@dataclass(frozen=True)
+class ServiceEnvironment:
+    """What `requests` would take from the environment for one base URL."""
+
+    proxies: dict[str, str]
+    verify: bool | str
+    netrc_auth: tuple[str, str] | None
+
+
+def environment_for(base_url: str) -> ServiceEnvironment:
+    """Read, once, what `requests` reads from the environment on every request to `base_url`:
+    the proxies that apply to it (honouring `NO_PROXY`), the CA bundle it is verified against,
+    and its `~/.netrc` credentials (used only by a service without its own authentication)."""
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    return ServiceEnvironment(
+        proxies=dict(requests.utils.get_environ_proxies(base_url)),
+        verify=bundle or True,
+        netrc_auth=requests.utils.get_netrc_auth(base_url),
+    )
+
+
 def make_session(pool_size: int) -> requests.Session:
-    """A session with a connection pool big enough for `pool_size` concurrent requests."""
+    """A session with a connection pool big enough for `pool_size` concurrent requests.
+
+    It ignores the environment: each `HttpClient` applies its own `environment_for` instead.
+    """
     session = requests.Session()
+    session.trust_env = False
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(pool_size, 4), max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)

@@ -14,6 +14,8 @@ from orchestrator_cli.pacing import NotAdmittedError, RequestGate
 from orchestrator_cli.transport import (
     HttpClient,
     describe_error,
+    environment_for,
+    make_session,
     never_sent,
     parse_retry_after,
 )
@@ -312,3 +314,49 @@ def test_never_sent_and_describe_error(make_error, sent, description):
     error = make_error()
     assert never_sent(error) is not sent
     assert describe_error(error) == description
+
+
+# --- the environment, read once -------------------------------------------------------------
+
+
+def test_the_environment_is_read_once_per_service(monkeypatch, tmp_path):
+    """Proxies (NO_PROXY honoured), the CA bundle and ~/.netrc are read when the client is
+    made; the session itself ignores the environment, so later changes do not apply."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine service.test login user password pass\n")
+    netrc.chmod(0o600)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.test:3128")
+    monkeypatch.setenv("NO_PROXY", "bypassed.test")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/corporate.pem")
+    monkeypatch.setenv("NETRC", str(netrc))
+
+    proxied = environment_for(BASE)
+    assert proxied.proxies.get("http") == "http://proxy.test:3128"
+    assert proxied.verify == "/etc/ssl/corporate.pem"
+    assert proxied.netrc_auth == ("user", "pass")
+    assert environment_for("http://bypassed.test").proxies == {}
+    assert make_session(4).trust_env is False
+
+
+def test_a_request_carries_the_environment_read_when_the_client_was_made(monkeypatch, rsps):
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.test:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    session = make_session(4)
+    client = HttpClient(service="Test Service", base_url=BASE, timeout=5, session=session)
+    monkeypatch.setenv("HTTP_PROXY", "http://changed.test:1")
+    sent: list[dict[str, object]] = []
+    original = session.request
+
+    def spy(*args, **kwargs):
+        sent.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(session, "request", spy)
+    rsps.add(responses.GET, URL, json={})
+    client.request("GET", "/api/v1/thing")
+    assert sent[0]["proxies"]["http"] == "http://proxy.test:3128"  # type: ignore[index]
+    assert sent[0]["verify"] == client.service_environment.verify
