@@ -28,11 +28,11 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Integer, String, bindparam, func, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Integer, String, TextClause, bindparam, func, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator_cli import db
@@ -85,8 +85,7 @@ _UPDATE_ONE = (
         updated_at=bindparam("b_at"),
     )
 )
-_UPDATE_GROUP = text(
-    """
+_UPDATE_GROUP_SQL = """
     UPDATE signal_order_mappings AS m SET
         outcome = a.outcome, order_status = a.status,
         broker_order_id = COALESCE(a.broker, m.broker_order_id), detail = a.detail,
@@ -97,8 +96,16 @@ _UPDATE_GROUP = text(
         CAST(:b_sent AS TIMESTAMPTZ[]), CAST(:b_at AS TIMESTAMPTZ[])
     ) AS a(id, coid, outcome, status, broker, detail, sent, at)
     WHERE m.id = a.id AND m.client_order_id = a.coid
-    """
-).bindparams(*(bindparam(name, type_=ARRAY(kind)) for name, kind in _FIELDS.items()))
+"""
+
+
+@cache
+def _update_group() -> TextClause:
+    """PostgreSQL's statement, made on first use (SQLite never loads the PostgreSQL dialect)."""
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    arrays = (bindparam(name, type_=ARRAY(kind)) for name, kind in _FIELDS.items())
+    return text(_UPDATE_GROUP_SQL).bindparams(*arrays)
 
 
 def record_outcomes(session: Session, answered: Sequence[Answered]) -> None:
@@ -126,7 +133,7 @@ def record_outcomes(session: Session, answered: Sequence[Answered]) -> None:
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         columns = {name: [row[name] for row in params] for name in _FIELDS}
-        updated = connection.execute(_UPDATE_GROUP, columns)
+        updated = connection.execute(_update_group(), columns)
     else:
         updated = connection.execute(_UPDATE_ONE, params)
     if updated.rowcount != len(params):
@@ -182,7 +189,10 @@ class OutcomeWriter:
         with self._changed:
             self._queue.append(Answered(mapping_id, outcome, at))
             self._put += 1
-            self._changed.notify_all()
+            # The writer waits for a first outcome, then lingers for more until its deadline:
+            # it needs waking only for the first of a group or a full one, not for every put.
+            if len(self._queue) == 1 or len(self._queue) >= self._max_group:
+                self._changed.notify_all()
 
     def flush(self) -> Exception | None:
         """Wait until every outcome put so far is committed; the failure, if a commit failed."""

@@ -16,7 +16,6 @@ from decimal import Decimal
 from typing import Any, get_args
 
 from sqlalchemy import Connection, String, bindparam, case, cast, func, insert, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from orchestrator_cli.errors import RunNotFoundError
@@ -151,6 +150,8 @@ def _insert_unnested(connection: Connection, rows: list[dict[str, Any]]) -> list
     are the rows' order (what SQLAlchemy's sort_by_parameter_order relies on there too). One
     small statement instead of thousands of VALUES to parse: 3 times faster at 3,000 rows.
     """
+    from sqlalchemy.dialects.postgresql import ARRAY  # only here: SQLite never loads it
+
     names = list(rows[0])
     arrays = (bindparam(name, type_=ARRAY(_MAPPINGS.c[name].type)) for name in names)
     plan = func.unnest(*arrays).table_valued(*names, with_ordinality="position")

@@ -86,6 +86,7 @@ def test_runs_list_loads_no_http_client_runner_or_migrations(tmp_path: Path) -> 
     assert "No runs at offset 0 (0 in all)" in done.stdout
     assert "sqlalchemy" in modules  # it did read the database
     assert imported(modules, RUN_PATH) == []
+    assert imported(modules, ("sqlalchemy.dialects.postgresql",)) == []  # SQLite's only
 
 
 def test_a_closed_market_loads_no_runner_or_database(tmp_path: Path) -> None:
