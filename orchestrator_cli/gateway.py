@@ -16,6 +16,7 @@ transport's shared gate.
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Literal, TypeVar
@@ -363,12 +364,20 @@ class GatewayClient:
     def safety(self, strategy_id: str) -> Safety:
         """Kill switch, health and the strategy the gateway files orders under, as one answer;
         a 503 kill-switch state raises ServiceError. The circuit breaker is not read: its
-        status endpoint refuses this service (403), so a tripped one shows only in answers."""
+        status endpoint refuses this service (403), so a tripped one shows only in answers.
+
+        The three reads go out together (one round trip, not three); a failure is raised as
+        if they had been made one after the other: kill switch, health, then config.
+        """
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="orch-preflight") as pool:
+            kill_switch = pool.submit(self.get_kill_switch)
+            health = pool.submit(self.get_health)
+            config = pool.submit(self.get_config)
         return assess_safety(
-            self.get_kill_switch(),
-            self.get_health(),
+            kill_switch.result(),
+            health.result(),
             strategy_id=strategy_id,
-            gateway_strategy=self.get_config().filing_strategy,
+            gateway_strategy=config.result().filing_strategy,
         )
 
     # --- state ----------------------------------------------------------------------------

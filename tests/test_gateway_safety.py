@@ -3,6 +3,7 @@ keeps back until the run deadline, fail-closed 503s, health bodies naming a fail
 component, and its own strategy."""
 
 import json
+import threading
 
 import pytest
 import requests
@@ -268,3 +269,35 @@ def test_a_config_strategy_that_is_not_text_is_a_bad_payload(rsps, gateway):
     )
     with pytest.raises(ServiceError, match="bad payload at GET /api/v1/config: strategy: "):
         gateway.get_config()
+
+
+# --- the preflight's reads go out together --------------------------------------------------
+
+
+def test_kill_switch_health_and_config_are_read_together(rsps, gateway):
+    """Each answer waits until all three requests are in flight (a barrier with a deadline:
+    reads made one after another break it)."""
+    barrier = threading.Barrier(3, timeout=10)
+    bodies = {
+        KILL_SWITCH_URL: {"state": "ACTIVE"},
+        f"{BASE}/health": {"status": "healthy"},
+        CONFIG_URL: {"dry_run": True, "alpaca_paper": True},
+    }
+
+    def answer(request):
+        barrier.wait()
+        return 200, {}, json.dumps(bodies[request.url])
+
+    for url in bodies:
+        rsps.add_callback(responses.GET, url, answer)
+    safety = gateway.safety("alpha_baseline")
+    assert (safety.problems, safety.warnings) == ((), ())
+    assert len(rsps.calls) == 3
+
+
+def test_a_failed_read_is_raised_in_the_order_kill_switch_health_config(rsps, gateway):
+    add_reply(rsps, responses.GET, KILL_SWITCH_URL, (503, {"detail": "state store down"}))
+    add_reply(rsps, responses.GET, f"{BASE}/health", (500, {"detail": "boom"}))
+    add_reply(rsps, responses.GET, CONFIG_URL, (500, {"detail": "boom"}))
+    with pytest.raises(ServiceError, match="kill-switch state unknown"):
+        gateway.safety("alpha_baseline")

@@ -1,7 +1,9 @@
 import json
 import sys
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -11,6 +13,7 @@ from responses import matchers
 from orchestrator_cli.config import Settings
 from orchestrator_cli.errors import ConfigError, PriceSourceError
 from orchestrator_cli.prices import (
+    MAX_PARALLEL_BATCHES,
     AlpacaPriceSource,
     FilePriceSource,
     build_price_source,
@@ -359,6 +362,52 @@ def test_alpaca_failed_batch_fails_the_whole_book(session):
         serve(mock, {"message": "boom"}, ["B"], status=500)
         with pytest.raises(PriceSourceError):
             alpaca(session, batch_size=1).fetch_prices(["A", "B"], now=NOW)
+
+
+def answering_together(parties: int, body_of):
+    """A responses callback that answers only once `parties` requests are in flight at once
+    (a barrier with a deadline: requests made one after another break it and fail)."""
+    barrier = threading.Barrier(parties, timeout=10)
+
+    def reply(request):
+        barrier.wait()
+        symbols = parse_qs(urlsplit(request.url).query)["symbols"][0].split(",")
+        return body_of(symbols)
+
+    return reply
+
+
+def test_alpaca_batches_are_in_flight_together(session):
+    symbols = [f"S{i}" for i in range(MAX_PARALLEL_BATCHES * 2)]
+
+    def body_of(batch):
+        return 200, {}, json.dumps({s: snapshot(trade=trade(10)) for s in batch})
+
+    with responses.RequestsMock() as mock:
+        mock.add_callback(responses.GET, URL, answering_together(MAX_PARALLEL_BATCHES, body_of))
+        result = alpaca(session, batch_size=2).fetch_prices(symbols, now=NOW)
+        assert len(mock.calls) == MAX_PARALLEL_BATCHES
+    assert set(result.quotes) == set(symbols)
+
+
+def test_alpaca_failed_batches_raise_the_first_in_order_not_the_first_to_fail(session):
+    """B fails only after C has failed: B's error is the one raised, as if read in order."""
+    c_failed = threading.Event()
+
+    def reply(request):
+        batch = parse_qs(urlsplit(request.url).query)["symbols"][0]
+        if batch == "C":
+            c_failed.set()
+            return 401, {}, "{}"
+        if batch == "B":
+            assert c_failed.wait(10)
+            return 500, {}, "{}"
+        return 200, {}, json.dumps({batch: snapshot(trade=trade(10))})
+
+    with responses.RequestsMock() as mock:
+        mock.add_callback(responses.GET, URL, reply)
+        with pytest.raises(PriceSourceError, match=r"^market data answered HTTP 500$"):
+            alpaca(session, batch_size=1).fetch_prices(["A", "B", "C"], now=NOW)
 
 
 # --- File -----------------------------------------------------------------------------------
