@@ -348,15 +348,27 @@ def test_a_request_carries_the_environment_read_when_the_client_was_made(monkeyp
     session = make_session(4)
     client = HttpClient(service="Test Service", base_url=BASE, timeout=5, session=session)
     monkeypatch.setenv("HTTP_PROXY", "http://changed.test:1")
+    adapter = session.get_adapter(BASE)
     sent: list[dict[str, object]] = []
-    original = session.request
+    original = adapter.send
 
-    def spy(*args, **kwargs):
+    def spy(request, **kwargs):
         sent.append(kwargs)
-        return original(*args, **kwargs)
+        return original(request, **kwargs)
 
-    monkeypatch.setattr(session, "request", spy)
+    monkeypatch.setattr(adapter, "send", spy)
     rsps.add(responses.GET, URL, json={})
     client.request("GET", "/api/v1/thing")
     assert sent[0]["proxies"]["http"] == "http://proxy.test:3128"  # type: ignore[index]
     assert sent[0]["verify"] == client.service_environment.verify
+    assert rsps.calls[0].request.headers["User-Agent"] == "orch/0.1"  # the session's own
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_answered_not_followed(rsps, http, status):
+    """A redirected order POST would go out again as a GET (301/302), or with its signature to
+    another host (307/308): the 3xx itself is the answer."""
+    rsps.add(responses.POST, URL, status=status, headers={"Location": "http://elsewhere.test/x"})
+    response = http.request("POST", "/api/v1/thing", json_body={"qty": 1})
+    assert response.status_code == status
+    assert len(rsps.calls) == 1
