@@ -9,6 +9,7 @@ sequential baseline measured in the same invocation), and the targets met or mis
 
     python benchmarks/run_benchmark.py            # the quick subset, about a minute
     python benchmarks/run_benchmark.py --full     # every scenario (tens of minutes)
+    python benchmarks/run_benchmark.py --targets --runs 3  # what the targets need, median of 3
     python benchmarks/run_benchmark.py --pacing   # add the ~100 s paced run (any set)
     python benchmarks/run_benchmark.py --full --pacing --output report.md
 
@@ -72,23 +73,49 @@ def full_plan(postgres: bool) -> list[Scenario]:
     return [s for s in plan if s.ideal <= MAX_IDEAL_SECONDS]
 
 
+def targets_plan(postgres: bool) -> list[Scenario]:
+    """Just what the targets are judged on (a few minutes): K=300 at C=1 and C=16, K=1,000 and
+    K=3,000 at C=16, and N=30,000 against N=3,000 at L=0; on both databases where they apply."""
+    databases = ("sqlite", "postgres") if postgres else ("sqlite",)
+    plan = [Scenario("grid", 3000, 300, 20, c) for c in (1, 16)]
+    plan += [Scenario("grid", 3000, 1000, 20, 16), Scenario("grid", 3000, 3000, 20, 16)]
+    plan += [Scenario("grid", 3000, 300, 0, 16), Scenario("linearity", 30000, 3000, 0, 16)]
+    if "postgres" in databases:
+        plan += [Scenario("postgres", 3000, 300, 20, c, "postgres") for c in (1, 16)]
+        plan.append(Scenario("postgres", 3000, 1000, 20, 16, "postgres"))
+    return plan
+
+
 def pacing_plan() -> list[Scenario]:
     return [Scenario("pacing", 3000, 1000, 20, 16, per_minute=600)]
 
 
 def run_plan(
-    plan: Sequence[Scenario], home: Path, postgres: Postgres | None, timeout: float
+    plan: Sequence[Scenario], home: Path, postgres: Postgres | None, timeout: float, runs: int = 1
 ) -> list[Result]:
+    """Each scenario `runs` times; the run of median wall time stands for it (a failed run
+    stands for it at once: a failure is never outvoted)."""
     results: dict[Scenario, Result] = {}
     for number, scenario in enumerate(plan, start=1):
         if scenario in results:
             continue
         print(f"[{number}/{len(plan)}] {scenario.label}", file=sys.stderr, flush=True)
-        result = run_scenario(scenario, home, postgres=postgres, timeout=timeout)
-        note = result.error or f"{result.wall:.2f} s"
-        print(f"    {note}", file=sys.stderr, flush=True)
-        results[scenario] = result
+        measured: list[Result] = []
+        for _ in range(runs):
+            result = run_scenario(scenario, home, postgres=postgres, timeout=timeout)
+            print(f"    {result.error or f'{result.wall:.2f} s'}", file=sys.stderr, flush=True)
+            measured.append(result)
+            if result.error:
+                break
+        failed = [r for r in measured if r.error]
+        results[scenario] = failed[0] if failed else median_run(measured)
     return list(results.values())
+
+
+def median_run(measured: Sequence[Result]) -> Result:
+    """The run of median wall time (the slower middle one of an even number)."""
+    ordered = sorted(measured, key=lambda r: r.wall)
+    return ordered[len(ordered) // 2]
 
 
 # --- what the machine is ---------------------------------------------------------------------
@@ -316,6 +343,16 @@ def target_rows(results: Sequence[Result]) -> list[tuple[str, str, bool]]:
     for r in find(results, n=3000, k=300, latency_ms=20, concurrency=16, json=True):
         if (row := speedup_row(r, baseline_of(r, results))) is not None:
             rows.append(row)
+    planned = [r for r in find(results, n=3000, database="postgres") if "record_plan" in r.phases]
+    if planned:
+        slowest = max(r.phases["record_plan"] for r in planned)
+        rows.append(
+            (
+                "recording the plan of 3,000 mappings on PostgreSQL under 0.3 s (slowest run)",
+                f"{slowest:.2f} s",
+                slowest < 0.3,
+            )
+        )
     if largest := find(results, k=3000, n=3000):
         peak = max(r.rss_mb for r in largest)
         rows.append(("peak RSS at K=3,000 under 150 MB", f"{peak:.0f} MB", peak < 150))
@@ -360,11 +397,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     chosen.add_argument("--quick", action="store_true", help="the quick subset (default)")
     chosen.add_argument("--full", action="store_true", help="every scenario")
     chosen.add_argument("--smoke", action="store_true", help="one tiny run (the test suite's)")
+    chosen.add_argument(
+        "--targets", action="store_true", help="only the scenarios the targets are judged on"
+    )
     parser.add_argument("--pacing", action="store_true", help="add the ~100 s paced run")
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite scenarios only")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per orch process")
     parser.add_argument("--repeat", type=int, default=7, help="runs of each start-up command")
+    parser.add_argument(
+        "--runs", type=int, default=1, help="runs of each scenario; the median one is reported"
+    )
     parser.add_argument("--output", type=Path, help="also write the report to this file")
     args = parser.parse_args(argv)
     postgres, postgres_note = None, "not used"
@@ -376,15 +419,19 @@ def main(argv: Sequence[str] | None = None) -> None:
             postgres, postgres_note = None, f"unreachable ({type(exc).__name__}): left out"
     if args.smoke:
         plan = [Scenario("smoke", 20, 4, 0, 2), Scenario("smoke", 20, 4, 0, 2, json=False)]
+    elif args.full:
+        plan = full_plan(postgres is not None)
+    elif args.targets:
+        plan = targets_plan(postgres is not None)
     else:
-        plan = full_plan(postgres is not None) if args.full else quick_plan(postgres is not None)
+        plan = quick_plan(postgres is not None)
     plan += pacing_plan() if args.pacing else []
     with tempfile.TemporaryDirectory(prefix="orch-bench-") as scratch:
         home = Path(scratch)
         machine = machine_lines(postgres, postgres_note)
         startup = startup_lines(home, 1 if args.smoke else args.repeat)
         round_trip = [] if args.smoke else round_trip_lines()
-        results = run_plan(plan, home, postgres, args.timeout)
+        results = run_plan(plan, home, postgres, args.timeout, max(1, args.runs))
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     text = report(
         [
