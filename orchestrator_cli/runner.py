@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -144,10 +145,14 @@ class ActiveRun:
     def preflight(self) -> str | None:
         """Gateway mode, kill switch, health and strategy; a reason to refuse the run, or None.
 
-        A run that sends nothing only logs the problems.
+        A run that sends nothing only logs the problems. The mode and the safety checks are
+        read at the same time (one round trip); the mode is recorded first, so a run refused
+        for its safety still shows where its orders would have gone.
         """
         gateway = self.services.gateway
-        trading_mode = gateway.trading_mode()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="orch-preflight") as pool:
+            safety_read = pool.submit(gateway.safety, self.strategy_id)
+            trading_mode = gateway.trading_mode()
         with _transaction(self.services, "recording the gateway mode") as session:
             store.record_gateway_mode(session, self.run_id, trading_mode)
         self.services.progress(f"gateway mode: {trading_mode}")
@@ -157,7 +162,7 @@ class ActiveRun:
                 "the gateway would send orders to a LIVE (non-paper, non-dry-run) account; "
                 "set ALLOW_LIVE_TRADING=true or pass --live to trade live"
             )
-        safety = gateway.safety(self.strategy_id)
+        safety = safety_read.result()
         problems.extend(safety.problems)
         for warning in safety.warnings:
             logger.warning("%s", warning)
@@ -429,29 +434,35 @@ def _carry_out_new(run: ActiveRun, spec: RunSpec, action: NewRun) -> RunResult:
 
 
 def _plan(run: ActiveRun, spec: RunSpec, earlier: Sequence[store.RunInfo]) -> Plan:
-    """Signals, positions (plus what earlier runs still have open), prices, then sizing."""
+    """Signals, positions (plus what earlier runs still have open), prices, then sizing.
+
+    Positions are read from the gateway while the signals are fetched (their phase is the
+    wait beyond the signals'); a failure of either is raised signals first.
+    """
     services, phase = run.services, run.phases.phase
     services.progress(f"fetching signals for {len(spec.symbols)} symbols")
-    with phase("signals"):
-        response = services.signals.fetch_signals(
-            spec.symbols,
-            as_of_date=run.as_of_date,
-            top_n=spec.top_n,
-            bottom_n=spec.bottom_n,
-            strategy_id=run.strategy_id,
-        )
-        with _transaction(services, "recording signal metadata") as session:
-            store.record_signal_metadata(
-                session,
-                run.run_id,
-                num_signals=len(response.signals),
-                model_version=response.metadata.model_version,
-                generated_at=response.metadata.generated_at,
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="orch-positions") as pool:
+        positions_read = pool.submit(services.gateway.get_positions)
+        with phase("signals"):
+            response = services.signals.fetch_signals(
+                spec.symbols,
+                as_of_date=run.as_of_date,
+                top_n=spec.top_n,
+                bottom_n=spec.bottom_n,
+                strategy_id=run.strategy_id,
             )
-    signals, zeroed = risk.apply_long_only(response.signals, spec.limits)
-    services.progress("reading positions from the gateway")
-    with phase("positions"):
-        positions = services.gateway.get_positions()
+            with _transaction(services, "recording signal metadata") as session:
+                store.record_signal_metadata(
+                    session,
+                    run.run_id,
+                    num_signals=len(response.signals),
+                    model_version=response.metadata.model_version,
+                    generated_at=response.metadata.generated_at,
+                )
+        signals, zeroed = risk.apply_long_only(response.signals, spec.limits)
+        services.progress("reading positions from the gateway")
+        with phase("positions"):
+            positions = positions_read.result()
     with phase("settle"):
         still_open = run.settlement.settle_earlier_runs(earlier, checked_by=run.run_id)
     for symbol, shares in still_open.items():

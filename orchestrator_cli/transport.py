@@ -395,14 +395,21 @@ def environment_for(base_url: str) -> ServiceEnvironment:
     )
 
 
+# Connections kept per host whatever the order concurrency: reads that go out together (the
+# preflight's, a price book's batches) find one each instead of opening and dropping extras.
+MIN_POOL_SIZE = 8
+
+
 def make_session(pool_size: int) -> requests.Session:
-    """A session with a connection pool big enough for `pool_size` concurrent requests.
+    """A session with a connection pool big enough for `pool_size` concurrent requests (and at
+    least MIN_POOL_SIZE) per host.
 
     It ignores the environment: each `HttpClient` applies its own `environment_for` instead.
     """
     session = requests.Session()
     session.trust_env = False
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(pool_size, 4), max_retries=0)
+    size = max(pool_size, MIN_POOL_SIZE)
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = "orch/0.1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -22,6 +23,7 @@ from sqlalchemy import select
 from orchestrator_cli import outcomes, store
 from orchestrator_cli.clock import trading_date
 from orchestrator_cli.errors import DatabaseError, PriceSourceError, ServiceError
+from orchestrator_cli.gateway import GatewayMode, Safety
 from orchestrator_cli.mode import mode_of
 from orchestrator_cli.models import OrchestrationRun, SignalOrderMapping
 from orchestrator_cli.risk import Limits
@@ -495,6 +497,79 @@ def test_kill_switch_and_health_preflight(session_factory, kill_switch, health, 
         assert signals.calls == []  # refused before signals were even fetched
     else:
         assert result.status == "completed"
+
+
+class TogetherGateway(FakeGateway):
+    """Its preflight reads and its positions each wait at `barrier` for a partner read: reads
+    made one after another break the barrier (its deadline) and fail the run."""
+
+    def __init__(self, barrier: threading.Barrier) -> None:
+        super().__init__()
+        self.barrier = barrier
+
+    def trading_mode(self) -> GatewayMode:
+        self.barrier.wait()
+        return super().trading_mode()
+
+    def safety(self, strategy_id: str) -> Safety:
+        self.barrier.wait()
+        return super().safety(strategy_id)
+
+
+def test_the_gateway_mode_and_its_safety_are_read_together(session_factory):
+    gateway = TogetherGateway(threading.Barrier(2, timeout=10))
+    result = run(
+        session_factory,
+        FakeSignals(signals_of(("AAPL", "0.5"))),
+        gateway,
+        FakePrices({"AAPL": "150"}),
+    )
+    assert (result.status, result.gateway_mode) == ("completed", "paper")
+
+
+def test_a_safety_read_that_fails_still_leaves_the_mode_recorded(session_factory):
+    gateway = FakeGateway()
+    gateway.kill_switch = "unknown"
+    result = run(
+        session_factory,
+        FakeSignals(signals_of(("AAPL", "0.5"))),
+        gateway,
+        FakePrices({"AAPL": "150"}),
+    )
+    assert (result.status, result.gateway_mode) == ("failed", "paper")
+    assert "state unknown" in (result.error_message or "")
+
+
+def test_positions_are_read_while_the_signals_are_fetched(session_factory):
+    barrier = threading.Barrier(2, timeout=10)
+
+    class Signals(FakeSignals):
+        def fetch_signals(self, *args, **kwargs):
+            barrier.wait()
+            return super().fetch_signals(*args, **kwargs)
+
+    class Gateway(FakeGateway):
+        def get_positions(self):
+            barrier.wait()
+            return super().get_positions()
+
+    gateway = Gateway(positions={"AAPL": Decimal(10)})
+    result = run(
+        session_factory, Signals(signals_of(("AAPL", "0.5"))), gateway, FakePrices({"AAPL": "150"})
+    )
+    assert result.status == "completed"
+    assert [m.current_qty for m in result.mappings] == [Decimal(10)]
+
+
+def test_failed_signals_are_the_error_even_when_positions_fail_too(session_factory):
+    class Gateway(FakeGateway):
+        def get_positions(self):
+            raise ServiceError("positions: gateway unavailable")
+
+    signals = FakeSignals(ServiceError("signals: model not loaded"))
+    result = run(session_factory, signals, Gateway(), FakePrices({"AAPL": "150"}))
+    assert result.status == "failed"
+    assert result.error_message == "signals: model not loaded"
 
 
 def test_a_run_level_limit_refuses_the_plan_and_says_which(session_factory):
