@@ -21,6 +21,7 @@ import requests
 
 from orchestrator_cli.auth import BearerAuth, InternalTokenAuth
 from orchestrator_cli.sandbox import Sandbox, SandboxFaults, SandboxState
+from orchestrator_cli.sandbox.state import OrderTicket
 from orchestrator_cli.transport import HttpClient
 
 FIVE = ["AAPL", "MSFT", "GOOGL", "AMZN", "TSLA"]
@@ -512,8 +513,9 @@ def test_state_persists_across_sandboxes(tmp_path: Path) -> None:
     state_file = tmp_path / "nested" / "state.json"
     with Sandbox(state_file=state_file) as first, requests.Session() as http:
         assert order(http, first).status_code == 200
-        saved = json.loads(state_file.read_text())  # saved on the mutation, not only at stop
-        assert saved["orders"]["ord-1"]["status"] == "filled"
+        meanwhile = SandboxState(state_file)  # kept on the mutation, not only at stop
+        meanwhile.load()
+        assert meanwhile.order("ord-1")["status"] == "filled"  # type: ignore[index]
     with Sandbox(SandboxFaults(), state_file=state_file) as second, requests.Session() as http:
         assert second.state.position("AAPL") == 10
         assert second.state.post_attempts == 1
@@ -522,6 +524,43 @@ def test_state_persists_across_sandboxes(tmp_path: Path) -> None:
         assert retry.json()["message"] == "Order already exists (idempotent retry)"
         assert second.state.orders_created() == 1
     assert [p.name for p in state_file.parent.iterdir()] == ["state.json"]
+
+
+def test_a_mutation_appends_one_journal_line_whatever_the_state_holds(tmp_path: Path) -> None:
+    """Keeping an order costs the same at the thousandth order as at the first: one line of
+    what changed, not the whole state rewritten."""
+    state_file = tmp_path / "state.json"
+    state = SandboxState(state_file)
+    state.load()
+    for number in range(300):
+        state.place_order(
+            OrderTicket(f"c-{number}", "AAPL", "buy", 1, "market", "day", None, None),
+            dry_run=False,
+            max_position_shares=10_000,
+            kill_switch_after_orders=None,
+        )
+    journal = tmp_path / "state.json.journal"
+    lines = journal.read_text().splitlines()
+    assert len(lines) == 300
+    assert len(lines[-1]) < 2 * len(lines[0])  # the last line is no longer than the first
+    assert not state_file.exists()  # nothing rewritten yet
+    replayed = SandboxState(state_file)
+    replayed.load()  # the journal replayed, then written back as the file
+    assert (replayed.orders_created(), replayed.position("AAPL")) == (300, 300)
+    assert json.loads(state_file.read_text())["orders"]["c-299"]["status"] == "filled"
+    assert not journal.exists()
+
+
+def test_a_torn_last_journal_line_is_left_out(tmp_path: Path) -> None:
+    state_file = tmp_path / "state.json"
+    state = SandboxState(state_file)
+    state.set_price("AAPL", Decimal("101.00"))
+    state.set_position("AAPL", Decimal(7))
+    journal = tmp_path / "state.json.journal"
+    journal.write_text(journal.read_text() + '{"prices": {"AAPL": "1')  # a crash mid-append
+    replayed = SandboxState(state_file)
+    replayed.load()
+    assert (replayed.price_of("AAPL"), replayed.position("AAPL")) == (Decimal("101.00"), 7)
 
 
 # --- Control API ------------------------------------------------------------------------------

@@ -2,17 +2,21 @@
 
 `SandboxState` guards everything with one lock; the gateway's idempotency check, risk checks,
 order store and fill happen in one critical section (`place_order`), so concurrent submissions
-of the same `client_order_id` create one order. With a state file, every mutation is saved
-atomically so a second process sees the first one's fills. Faults are never persisted.
+of the same `client_order_id` create one order. Faults are never persisted.
+
+With a state file, every mutation is kept at once, so a later process (the next `orch run
+--sandbox`, or a run resumed after a crash) sees every order and fill: each mutation appends
+one JSON line of what it changed (absolute values, so replaying a line twice changes nothing)
+to a journal beside the file (`<file>.journal`), in constant time, however many orders the
+state holds. Loading replays the journal over the file and writes the result back as the new
+file (the journal is then removed), as does stopping the sandbox. (Rewriting the whole file
+on every mutation made a 1,000-order run over ten times slower, and slower every day.)
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
-import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -21,6 +25,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from orchestrator_cli.sandbox import persistence
 
 CENT = Decimal("0.01")
 FAT_FINGER_NOTIONAL = Decimal(1_000_000)
@@ -378,7 +384,7 @@ class SandboxState:
     def set_price(self, symbol: str, price: Decimal) -> None:
         with self.lock:
             self.prices[symbol] = price
-            self._save()
+            self._record({"prices": {symbol: format(price, "f")}})
 
     def set_position(self, symbol: str, qty: Decimal) -> None:
         """Hold `qty` (signed) of `symbol`, entered at its current price."""
@@ -389,12 +395,12 @@ class SandboxState:
             self.positions[symbol] = Holding(
                 Decimal(qty), self._price_of(symbol), realized, now, None
             )
-            self._save()
+            self._record({"positions": {symbol: _holding_json(self.positions[symbol])}})
 
     def count_post_attempt(self) -> None:
         with self.lock:
             self.post_attempts += 1
-            self._save()
+            self._record({"post_attempts": self.post_attempts})
 
     def reset(self) -> None:
         """Forget orders, positions and the POST counter (prices stay)."""
@@ -402,7 +408,7 @@ class SandboxState:
             self.orders.clear()
             self.positions.clear()
             self.post_attempts = 0
-            self._save()
+            self._record({"reset": True, "post_attempts": 0})
 
     def place_order(
         self,
@@ -444,9 +450,11 @@ class SandboxState:
                 ticket, price=price, now=now, dry_run=dry_run, fills=fills, strategy=strategy_id
             )
             self.orders[ticket.client_order_id] = record
+            change: dict[str, Any] = {"orders": {ticket.client_order_id: record}}
             if fills:
                 self.positions[ticket.symbol] = _fill(holding, signed, price, now)
-            self._save()
+                change["positions"] = {ticket.symbol: _holding_json(self.positions[ticket.symbol])}
+            self._record(change)
             return dict(record), True
 
     def _refuse_if_unsafe(
@@ -479,65 +487,64 @@ class SandboxState:
     # --- persistence ----------------------------------------------------------------------
 
     def load(self) -> None:
-        """Replace the state with the state file's content, when there is one."""
-        if self.path is None or not self.path.exists():
+        """Replace the state with the state file's content and its journal replayed over it,
+        then write that back as the state file (and remove the journal)."""
+        if self.path is None:
             return
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise ValueError(f"sandbox state file {self.path} is not valid JSON") from exc
+        data = persistence.read(self.path)
+        if data is None:
+            return
         with self.lock:
             self.prices = {**DEFAULT_PRICES, **{s: Decimal(p) for s, p in data["prices"].items()}}
             self.positions = {
-                symbol: Holding(
-                    Decimal(row["qty"]),
-                    Decimal(row["avg_entry_price"]),
-                    Decimal(row["realized_pl"]),
-                    datetime.fromisoformat(row["updated_at"]),
-                    None
-                    if row["last_trade_at"] is None
-                    else datetime.fromisoformat(row["last_trade_at"]),
-                )
-                for symbol, row in data["positions"].items()
+                symbol: _holding_from(row) for symbol, row in data["positions"].items()
             }
             self.orders = data["orders"]
             self.post_attempts = data["post_attempts"]
+            self._write_file()
 
     def save(self) -> None:
+        """Write the whole state as the state file (and remove the journal)."""
         with self.lock:
-            self._save()
+            self._write_file()
 
-    def _save(self) -> None:
-        """Write the state file atomically (temp file + rename); the caller holds the lock."""
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self._to_json(), indent=1, sort_keys=True)
-        fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.replace(temp, self.path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+    def _record(self, change: dict[str, Any]) -> None:
+        """Append one mutation to the journal; the caller holds the lock."""
+        if self.path is not None:
+            persistence.append(self.path, change)
+
+    def _write_file(self) -> None:
+        """Write the whole state as the state file; the caller holds the lock."""
+        if self.path is not None:
+            persistence.write(self.path, self._to_json())
 
     def _to_json(self) -> dict[str, Any]:
         return {
             "prices": {symbol: format(price, "f") for symbol, price in self.prices.items()},
-            "positions": {
-                symbol: {
-                    "qty": format(h.qty, "f"),
-                    "avg_entry_price": format(h.avg_entry_price, "f"),
-                    "realized_pl": format(h.realized_pl, "f"),
-                    "updated_at": iso_z(h.updated_at),
-                    "last_trade_at": None if h.last_trade_at is None else iso_z(h.last_trade_at),
-                }
-                for symbol, h in self.positions.items()
-            },
+            "positions": {symbol: _holding_json(h) for symbol, h in self.positions.items()},
             "orders": {key: dict(record) for key, record in self.orders.items()},
             "post_attempts": self.post_attempts,
         }
+
+
+def _holding_json(h: Holding) -> dict[str, Any]:
+    return {
+        "qty": format(h.qty, "f"),
+        "avg_entry_price": format(h.avg_entry_price, "f"),
+        "realized_pl": format(h.realized_pl, "f"),
+        "updated_at": iso_z(h.updated_at),
+        "last_trade_at": None if h.last_trade_at is None else iso_z(h.last_trade_at),
+    }
+
+
+def _holding_from(row: dict[str, Any]) -> Holding:
+    return Holding(
+        Decimal(row["qty"]),
+        Decimal(row["avg_entry_price"]),
+        Decimal(row["realized_pl"]),
+        datetime.fromisoformat(row["updated_at"]),
+        None if row["last_trade_at"] is None else datetime.fromisoformat(row["last_trade_at"]),
+    )
 
 
 def _order_record(
