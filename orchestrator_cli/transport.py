@@ -21,6 +21,7 @@ process has one environment, so the answer cannot change during a run.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -91,10 +93,27 @@ def never_sent(exc: BaseException) -> bool:
     return False
 
 
+def is_loopback(host: str | None) -> bool:
+    """True for localhost and the loopback addresses (127.0.0.0/8, ::1)."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def describe_error(exc: BaseException) -> str:
     """A short, secret-free description of a transport failure."""
     if isinstance(exc, TransientStatusError):
         return f"HTTP {exc.response.status_code}"
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return (
+            "could not get through the proxy (HTTP_PROXY / HTTPS_PROXY; hosts listed in "
+            "NO_PROXY are reached directly)"
+        )
     if isinstance(exc, requests.Timeout):
         return "timed out"
     if isinstance(exc, requests.ConnectionError):
@@ -129,7 +148,12 @@ def _compact(value: Any, depth: int = 0) -> str:
 
 
 def response_detail(response: requests.Response) -> str:
-    """The service's `detail` (or its body text) as one line of at most ~200 characters."""
+    """The service's `detail` (or its body text) as one line of at most ~200 characters; for
+    a redirect, where it points (orch follows none: the URL setting should name that place)."""
+    location = response.headers.get("Location")
+    if 300 <= response.status_code < 400 and location:
+        text = " ".join(location.split())[:DETAIL_LIMIT]
+        return f"redirected to {text}; orch follows no redirect: set the service's URL to it"
     try:
         body = json.loads(response.content)
     except (ValueError, RecursionError):  # not JSON, or nested too deeply to read
@@ -386,10 +410,15 @@ class ServiceEnvironment:
 def environment_for(base_url: str) -> ServiceEnvironment:
     """Read, once, what `requests` reads from the environment on every request to `base_url`:
     the proxies that apply to it (honouring `NO_PROXY`), the CA bundle it is verified against,
-    and its `~/.netrc` credentials (used only by a service without its own authentication)."""
+    and its `~/.netrc` credentials (used only by a service without its own authentication).
+
+    A loopback address (localhost, 127.0.0.0/8, ::1: the sandbox, a local tunnel) is never
+    sent through a proxy: to a proxy, loopback is the proxy's own machine, not this one.
+    """
     bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    proxied = not is_loopback(urlsplit(base_url).hostname)
     return ServiceEnvironment(
-        proxies=dict(requests.utils.get_environ_proxies(base_url)),
+        proxies=dict(requests.utils.get_environ_proxies(base_url)) if proxied else {},
         verify=bundle or True,
         netrc_auth=requests.utils.get_netrc_auth(base_url),
     )

@@ -18,6 +18,7 @@ from orchestrator_cli.transport import (
     make_session,
     never_sent,
     parse_retry_after,
+    response_detail,
 )
 
 BASE = "http://service.test"
@@ -372,3 +373,31 @@ def test_a_redirect_is_answered_not_followed(rsps, http, status):
     response = http.request("POST", "/api/v1/thing", json_body={"qty": 1})
     assert response.status_code == status
     assert len(rsps.calls) == 1
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8000", "http://127.8.9.10", "http://localhost:1", "http://[::1]:1"]
+)
+def test_a_loopback_address_is_never_sent_through_a_proxy(monkeypatch, url):
+    """The sandbox and local tunnels listen on loopback, which to a proxy is its own machine."""
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.test:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert environment_for(url).proxies == {}
+    assert environment_for("http://10.0.0.1").proxies.get("http") == "http://proxy.test:3128"
+
+
+def test_a_proxy_failure_names_the_proxy():
+    error = requests.exceptions.ProxyError("Cannot connect to proxy.")
+    assert describe_error(error) == (
+        "could not get through the proxy (HTTP_PROXY / HTTPS_PROXY; hosts listed in NO_PROXY "
+        "are reached directly)"
+    )
+
+
+def test_a_redirect_says_where_it_points(rsps, http):
+    rsps.add(responses.GET, URL, status=302, headers={"Location": "https://new.test/api"})
+    response = http.request("GET", "/api/v1/thing")
+    assert response_detail(response) == (
+        "redirected to https://new.test/api; orch follows no redirect: set the service's URL to it"
+    )
