@@ -62,6 +62,10 @@ EXIT_FOR_STATUS: dict[RunStatus, ExitCode] = {
     "running": ExitCode.INTERNAL,
 }
 RUN_STATUSES = ("running", "completed", "partial", "failed")
+# Bounds of the counting options (every number has one): far above any real use, well inside
+# a 64-bit column and what a service can be asked for.
+MAX_SIGNAL_COUNT = 1_000_000
+MAX_OFFSET = 1_000_000_000
 AllRows = Annotated[
     bool, typer.Option("--all-rows", help="Show every row (a run of over 50 sums up its skips).")
 ]
@@ -192,10 +196,16 @@ def run(
         str | None, typer.Option(help="Cap per symbol in dollars (env MAX_POSITION_SIZE).")
     ] = None,
     top_n: Annotated[
-        int | None, typer.Option(min=0, help="Number of long positions (Signal Service).")
+        int | None,
+        typer.Option(
+            min=0, max=MAX_SIGNAL_COUNT, help="Number of long positions (Signal Service)."
+        ),
     ] = None,
     bottom_n: Annotated[
-        int | None, typer.Option(min=0, help="Number of short positions (Signal Service).")
+        int | None,
+        typer.Option(
+            min=0, max=MAX_SIGNAL_COUNT, help="Number of short positions (Signal Service)."
+        ),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Plan and record, send no order (env DRY_RUN).")
@@ -365,7 +375,9 @@ def _print_outcome(
 def runs_list(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Rows to show.")] = 50,
-    offset: Annotated[int, typer.Option(min=0, help="Rows to skip (newest first).")] = 0,
+    offset: Annotated[
+        int, typer.Option(min=0, max=MAX_OFFSET, help="Rows to skip (newest first).")
+    ] = 0,
     status: Annotated[
         str | None, typer.Option(help="Only runs with this status: " + ", ".join(RUN_STATUSES))
     ] = None,

@@ -10,14 +10,18 @@ write, is dropped).
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import date
 from pathlib import Path
+from typing import BinaryIO
 
 from orchestrator_cli.errors import ConfigError
 from orchestrator_cli.schemas import SYMBOL_PATTERN, symbols_from
 
 MAX_INPUT_FILE_BYTES = 10 * 1024 * 1024
+# The calendars do not reach further back (exchange_calendars fails on year 0 and before).
+EARLIEST_AS_OF = date(1900, 1, 1)
 
 
 class InputFileError(ValueError):
@@ -28,7 +32,7 @@ def read_input_text(path: Path, *, limit: int = MAX_INPUT_FILE_BYTES) -> str:
     """The file's text; InputFileError if it cannot be read, is larger than `limit` bytes or
     is not UTF-8 text."""
     try:
-        with path.open("rb") as handle:
+        with _opened(path) as handle:
             data = handle.read(limit + 1)
     except OSError as exc:
         raise InputFileError(f"cannot read it ({exc.strerror or type(exc).__name__})") from None
@@ -42,6 +46,15 @@ def read_input_text(path: Path, *, limit: int = MAX_INPUT_FILE_BYTES) -> str:
         raise InputFileError(
             f"it is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
         ) from None
+
+
+def _opened(path: Path) -> BinaryIO:
+    """The file opened for reading without waiting on the open: a named pipe nobody writes to
+    reads as empty (and is refused as such) instead of hanging a cron job until it is killed;
+    one with a writer (`--symbols-file <(command)`, /dev/stdin) is read as it comes."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def parse_symbols(symbols: str | None, symbols_file: Path | None) -> list[str]:
@@ -60,6 +73,11 @@ def parse_symbols(symbols: str | None, symbols_file: Path | None) -> list[str]:
         for line in text.splitlines():
             raw.extend(line.split("#", 1)[0].split(","))
     result = symbols_from(raw)
+    if not result and symbols_file is not None:
+        raise ConfigError(
+            f"--symbols-file {symbols_file} holds no symbols: give one per line or "
+            "comma-separated (# starts a comment)"
+        )
     if not result:
         raise ConfigError("no symbols given: pass --symbols AAPL,MSFT or --symbols-file PATH")
     bad = [s for s in result if not re.fullmatch(SYMBOL_PATTERN, s)]
@@ -76,9 +94,15 @@ def parse_as_of(value: str | None) -> date | None:
     if value is None:
         return None
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError as exc:
         raise ConfigError(f"--as-of {value!r} is not a date: use YYYY-MM-DD") from exc
+    if day < EARLIEST_AS_OF:
+        raise ConfigError(
+            f"--as-of {value} is before {EARLIEST_AS_OF.year}: no market calendar covers it; "
+            "give the trading date of the run (YYYY-MM-DD)"
+        )
+    return day
 
 
 def _size(limit: int) -> str:

@@ -13,7 +13,12 @@ from typer.testing import CliRunner
 
 from orchestrator_cli import cli
 from orchestrator_cli.config import Settings
-from orchestrator_cli.inputs import MAX_INPUT_FILE_BYTES, InputFileError, read_input_text
+from orchestrator_cli.inputs import (
+    MAX_INPUT_FILE_BYTES,
+    InputFileError,
+    parse_symbols,
+    read_input_text,
+)
 
 DEV_ZERO = Path("/dev/zero")
 
@@ -108,6 +113,54 @@ def test_a_long_wrong_symbols_file_makes_a_short_message(env):
     path.write_text("\n".join(f"not a symbol {i} " * 20 for i in range(1000)))
     line = refused_with(invoke("run", "--symbols-file", str(path)), "not a ticker symbol", "more")
     assert len(line) < 300
+
+
+def test_a_named_pipe_nobody_writes_to_is_refused_not_waited_on(env):
+    """A cron job must not hang on `open` until it is killed."""
+    fifo = env / "universe.fifo"
+    os.mkfifo(fifo)
+    refused_with(
+        invoke("run", "--symbols-file", str(fifo)), f"--symbols-file {fifo} holds no symbols"
+    )
+
+
+def test_a_pipe_with_data_is_read():
+    """`--symbols-file /dev/stdin` (or `<(command)`): what was written is read."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"AAPL,MSFT\n")
+    os.close(write_end)
+    try:
+        assert parse_symbols(None, Path(f"/dev/fd/{read_end}")) == ["AAPL", "MSFT"]
+    finally:
+        os.close(read_end)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", " , ,\n"])
+def test_a_symbols_file_without_symbols_says_so(env, text):
+    path = env / "universe.txt"
+    path.write_text(text)
+    refused_with(
+        invoke("run", "--symbols-file", str(path)), f"--symbols-file {path} holds no symbols"
+    )
+
+
+def test_a_trading_date_before_1900_is_refused(env):
+    refused_with(invoke("run", "--symbols", "AAPL", "--as-of", "0001-01-01"), "is before 1900")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("runs", "list", "--offset", "99999999999999999999"),
+        ("runs", "list", "--offset", "1000000001"),
+        ("run", "--symbols", "AAPL", "--top-n", "99999999999999999999999"),
+        ("run", "--symbols", "AAPL", "--bottom-n", "1000001"),
+    ],
+)
+def test_counting_options_have_an_upper_bound(env, args):
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert "less than or equal to" in result.output
 
 
 @pytest.mark.skipif(not DEV_ZERO.exists(), reason="no /dev/zero on this system")
