@@ -204,7 +204,7 @@ def check_market(settings: Settings, now: datetime) -> list[Check]:
     if isinstance(market, MarketClosed):
         return [Check("market", False, f"{market.line()} ({market.calendar})")]
     half = " (half day)" if market.close.early else ""
-    return [Check("market", True, f"open on {market.day}, closes at {market.close}{half}")]
+    return [Check("market", True, f"a session on {market.day}, closing at {market.close}{half}")]
 
 
 # --- running them ---------------------------------------------------------------------------

@@ -262,7 +262,9 @@ class HttpClient:
             retried = self.is_retried(failure)
         else:
             retried = isinstance(failure, requests.ConnectionError | requests.Timeout)
-        return f" after {self.max_attempts} attempts" if retried else ""
+        if not retried:
+            return ""
+        return f" after {self.max_attempts} attempt{'s' if self.max_attempts != 1 else ''}"
 
     def _stop(self, state: RetryCallState) -> bool:
         exc = state.outcome.exception() if state.outcome else None

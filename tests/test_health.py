@@ -314,7 +314,7 @@ def test_market_closed_on_a_weekend_fails(settings: Settings) -> None:
 
 def test_market_open_on_a_weekday_passes(settings: Settings) -> None:
     check = only(health.check_market(settings, NOW))
-    assert check == Check("market", True, "open on 2024-12-31, closes at 16:00 EST")
+    assert check == Check("market", True, "a session on 2024-12-31, closing at 16:00 EST")
 
 
 def test_market_with_the_calendar_ignored_passes(settings: Settings) -> None:
