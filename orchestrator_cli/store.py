@@ -426,7 +426,20 @@ def runs_for_date(session: Session, strategy_id: str, as_of_date: date) -> list[
     return [_info(row) for row in rows]
 
 
-def _summary_fields(row: OrchestrationRun) -> dict[str, Any]:
+def _summary_fields(session: Session, row: OrchestrationRun) -> dict[str, Any]:
+    """A run's summary. The order counts are stored when a run finishes; a run still
+    `running` (in progress, or interrupted) is counted from its mappings as they are now."""
+    if row.status == "running":
+        live = outcome_counts(session, row.run_id)
+        counts = (live.submitted, live.accepted, live.rejected, live.blocked, live.unknown)
+    else:
+        counts = (
+            row.num_orders_submitted,
+            row.num_orders_accepted,
+            row.num_orders_rejected,
+            row.num_orders_blocked,
+            row.num_orders_unknown,
+        )
     return {
         "run_id": row.run_id,
         "strategy_id": row.strategy_id,
@@ -434,11 +447,11 @@ def _summary_fields(row: OrchestrationRun) -> dict[str, Any]:
         "status": row.status,
         "dry_run": row.dry_run,
         "num_signals": row.num_signals,
-        "num_orders_submitted": row.num_orders_submitted,
-        "num_orders_accepted": row.num_orders_accepted,
-        "num_orders_rejected": row.num_orders_rejected,
-        "num_orders_blocked": row.num_orders_blocked,
-        "num_orders_unknown": row.num_orders_unknown,
+        "num_orders_submitted": counts[0],
+        "num_orders_accepted": counts[1],
+        "num_orders_rejected": counts[2],
+        "num_orders_blocked": counts[3],
+        "num_orders_unknown": counts[4],
         "duration_seconds": None if row.duration_seconds is None else float(row.duration_seconds),
         "error_message": row.error_message,
         "started_at": row.started_at,
@@ -479,7 +492,7 @@ def list_runs(
         .offset(offset)
     )
     return RunPage(
-        runs=[RunSummary(**_summary_fields(row)) for row in rows],
+        runs=[RunSummary(**_summary_fields(session, row)) for row in rows],
         total=total or 0,
         limit=limit,
         offset=offset,
@@ -519,7 +532,7 @@ def load_run(session: Session, run_id: uuid.UUID) -> RunResult:
         .order_by(c.rank, c.symbol, c.leg, c.id)
     )
     return RunResult(
-        **_summary_fields(row),
+        **_summary_fields(session, row),
         limits=row.limits,
         mappings=[MappingResult.model_validate(mapping._asdict()) for mapping in mappings],
     )

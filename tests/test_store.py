@@ -570,3 +570,20 @@ def test_transaction_commits_and_turns_database_failures_into_database_error(
         store.add_mappings(session, uuid.uuid4(), [make_plan()], ["c-1"])
     with session_factory() as session:
         assert [run.run_id for run in store.list_runs(session, limit=5, offset=0).runs] == [run_id]
+
+
+def test_a_run_still_running_is_counted_from_its_orders(session_factory, make_plan):
+    """An interrupted run's summary shows what it sent, not the zeros stored at its start."""
+    with session_factory.begin() as session:
+        run_id = new_run(session)
+        first, _ = store.add_mappings(
+            session, run_id, [make_plan("AAPL"), make_plan("MSFT")], ["c-1", "c-2"]
+        )
+        accepted = outcome("c-1", OutcomeKind.ACCEPTED, "filled", broker_order_id="b")
+        record_outcome(session, first, accepted, at=START)
+    with session_factory() as session:
+        (listed,) = store.list_runs(session, limit=10, offset=0).runs
+        shown = store.load_run(session, run_id)
+    for summary in (listed, shown):
+        assert summary.status == "running"
+        assert (summary.num_orders_submitted, summary.num_orders_accepted) == (1, 1)
