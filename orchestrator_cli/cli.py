@@ -73,34 +73,46 @@ AllRows = Annotated[
 
 @contextmanager
 def handle_errors(ctx: typer.Context) -> Iterator[None]:
-    """Turn the project's errors into `Error: ...` on stderr and their exit code."""
+    """Turn the project's errors into `Error: ...` on stderr and their exit code; a command
+    asked for `--json` also prints the error as its one JSON document on stdout."""
     debug = bool(ctx.obj and ctx.obj.get("debug"))
+    as_json = bool(ctx.params.get("json_output"))
     try:
         yield
     except OrchError as exc:
         if debug:
             err.print_exception()
-        show_error(str(exc))
-        raise typer.Exit(exc.exit_code) from None
+        fail(str(exc), exc.exit_code, as_json=as_json)
     except KeyboardInterrupt as exc:
         finish = (
             f"`orch runs resume {exc.run_id}`" if isinstance(exc, RunInterrupted) else "resuming"
         )
-        show_error(
+        fail(
             "interrupted: no further order was sent. Orders already sent are "
             "recorded with their client_order_id; `orch run` again (same arguments) or "
-            f"{finish} settles and finishes the run"
+            f"{finish} settles and finishes the run",
+            ExitCode.FAILED,
+            as_json=as_json,
         )
-        raise typer.Exit(ExitCode.FAILED) from None
     except (typer.Exit, typer.Abort):
         raise
     except Exception as exc:
         if debug:
             err.print_exception()
-        show_error(
-            f"internal error: {type(exc).__name__}: {exc} (re-run with --debug for the traceback)"
+        fail(
+            f"internal error: {type(exc).__name__}: {exc} (re-run with --debug for the traceback)",
+            ExitCode.INTERNAL,
+            as_json=as_json,
         )
-        raise typer.Exit(ExitCode.INTERNAL) from None
+
+
+def fail(text: str, code: ExitCode, *, as_json: bool) -> NoReturn:
+    """`Error: <text>` on stderr (and, under --json, `{"error": ..., "exit_code": ...}` as the
+    one document on stdout, so a script reading it always gets JSON), then exit `code`."""
+    show_error(text)
+    if as_json and not _Stdout.document_printed:  # a result already printed says it all
+        emit_json(json.dumps({"error": text, "exit_code": int(code)}))
+    raise typer.Exit(code)
 
 
 def show_error(text: str) -> None:
@@ -111,9 +123,16 @@ def show_error(text: str) -> None:
         err.print(f"[red]Error:[/red] {escape(text)}", soft_wrap=True)
 
 
+class _Stdout:
+    """Whether this command has printed its JSON document (reset for each command)."""
+
+    document_printed = False
+
+
 def emit_json(document: str) -> None:
     """Exactly one JSON document on stdout."""
     typer.echo(document)
+    _Stdout.document_printed = True
 
 
 def show_market_closed(closed: MarketClosed, *, json_output: bool) -> NoReturn:
@@ -172,6 +191,7 @@ def main_options(
     """orch: turns a strategy's target weights into orders, once, with a complete audit trail."""
     ctx.obj = {"debug": debug}
     logs.reset()
+    _Stdout.document_printed = False
 
 
 @app.command()

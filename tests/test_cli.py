@@ -88,6 +88,23 @@ def test_invalid_input_exits_4_naming_the_culprit(
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--symbols", "AA PL", "--json"],
+        ["runs", "list", "--status", "great", "--json"],
+        ["runs", "show", "ffffffff", "--json"],
+    ],
+)
+def test_under_json_an_error_is_the_one_document_on_stdout(env: Path, args: list[str]) -> None:
+    """A script reading `orch ... --json` always gets one JSON document, errors included."""
+    result = invoke(*args)
+    assert result.exit_code == 4, result.output
+    document = json.loads(result.stdout)
+    assert document["exit_code"] == 4
+    assert result.stderr.strip() == f"Error: {document['error']}"
+
+
 def test_alpaca_without_credentials_exits_4(env: Path) -> None:
     result = invoke("run", "--symbols", "AAPL")
     assert result.exit_code == 4, result.output
@@ -238,6 +255,9 @@ def test_sync_that_cannot_reach_the_gateway_exits_1_and_says_what(
     orders = sum(1 for m in json.loads(done.stdout)["mappings"] if m["client_order_id"])
     assert f"could not settle {orders} of {orders} orders" in synced.stderr
     assert f"`orch runs sync {run_id}` again" in synced.stderr
+    as_json = invoke("runs", "sync", run_id, "--json")  # the run is the one document
+    assert as_json.exit_code == 1, as_json.output
+    assert json.loads(as_json.stdout)["run_id"] == run_id
 
 
 def test_the_summary_and_the_run_show_what_it_ran_with(sandbox: Sandbox) -> None:

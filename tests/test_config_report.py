@@ -119,7 +119,9 @@ def test_bad_configuration_exits_4_with_one_line(
     monkeypatch.setenv("CAPITAL", "-5")
     result = invoke("--json")
     assert result.exit_code == 4, result.output
-    assert result.stdout == ""
+    document = json.loads(result.stdout)  # under --json the error is the one document
+    assert document["exit_code"] == 4
+    assert document["error"].startswith("invalid configuration: CAPITAL")
     assert result.stderr.startswith("Error: invalid configuration: CAPITAL")
     assert len(result.stderr.strip().splitlines()) == 1
 

@@ -178,6 +178,7 @@ def test_bad_configuration_exits_4_with_one_line(
 ) -> None:
     done = orch("health", "--json", *args, **env)
     assert done.returncode == 4, done.stderr
-    assert done.stdout == ""
+    assert json.loads(done.stdout)["exit_code"] == 4  # under --json the error is the document
+    assert message.removeprefix("Error: ") in json.loads(done.stdout)["error"]
     assert message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
