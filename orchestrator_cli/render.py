@@ -286,7 +286,10 @@ def runs_table(page: RunPage, *, width: int = FULL_WIDTH) -> Table:
             run.run_id.hex[:8] if narrow else str(run.run_id),
             Text(run.strategy_id),
             str(run.as_of_date),
-            Text(run.status, style=STATUS_STYLE.get(run.status, "white")),
+            Text(
+                f"{run.status} (dry run)" if run.dry_run else run.status,
+                style=STATUS_STYLE.get(run.status, "white"),
+            ),
             *numbers,
             started,
         )

@@ -695,6 +695,17 @@ def test_runs_list() -> None:
     )
 
 
+def test_runs_list_marks_a_dry_run() -> None:
+    page = RunPage(
+        runs=[RunSummary(**summary(DRY_ID, "completed", dry_run=True, num_signals=2))],
+        total=1,
+        limit=50,
+        offset=0,
+    )
+    text = console_text(lambda console: render.print_runs(console, page), width=200)
+    assert "completed (dry run)" in text
+
+
 def test_runs_list_empty_page() -> None:
     page = RunPage(runs=[], total=9, limit=50, offset=50)
     assert runs_list_text(page) == expected(
