@@ -67,7 +67,10 @@ RUN_STATUSES = ("running", "completed", "partial", "failed")
 MAX_SIGNAL_COUNT = 1_000_000
 MAX_OFFSET = 1_000_000_000
 AllRows = Annotated[
-    bool, typer.Option("--all-rows", help="Show every row (a run of over 50 sums up its skips).")
+    bool,
+    typer.Option(
+        "--all-rows", metavar="", help="Show every row (a run of over 50 sums up its skips)."
+    ),
 ]
 
 
@@ -176,12 +179,14 @@ def print_version(value: bool) -> None:
 def main_options(
     ctx: typer.Context,
     debug: Annotated[
-        bool, typer.Option("--debug", help="Show tracebacks for errors (may include URLs).")
+        bool,
+        typer.Option("--debug", metavar="", help="Show tracebacks for errors (may include URLs)."),
     ] = False,
     show_version: Annotated[
         bool,
         typer.Option(
             "--version",
+            metavar="",
             is_eager=True,
             callback=print_version,
             help="Print the version of orch and exit.",
@@ -228,12 +233,15 @@ def run(
         ),
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Plan and record, send no order (env DRY_RUN).")
+        bool,
+        typer.Option("--dry-run", metavar="", help="Plan and record, send no order (env DRY_RUN)."),
     ] = False,
     allow_live_trading: Annotated[
         bool,
         typer.Option(
-            "--live", help="Allow a gateway that trades a live account (env ALLOW_LIVE_TRADING)."
+            "--live",
+            metavar="",
+            help="Allow a gateway that trades a live account (env ALLOW_LIVE_TRADING).",
         ),
     ] = False,
     max_order_notional: Annotated[
@@ -250,7 +258,8 @@ def run(
         ),
     ] = None,
     long_only: Annotated[
-        bool, typer.Option("--long-only", help="Treat short signals as 0 (env LONG_ONLY).")
+        bool,
+        typer.Option("--long-only", metavar="", help="Treat short signals as 0 (env LONG_ONLY)."),
     ] = False,
     restricted_symbols: Annotated[
         str | None,
@@ -269,6 +278,7 @@ def run(
         bool,
         typer.Option(
             "--force",
+            metavar="",
             help="Run again although today's run completed (plans only what is still missing).",
         ),
     ] = False,
@@ -290,16 +300,19 @@ def run(
     sandbox: Annotated[
         bool,
         typer.Option(
-            "--sandbox", help="Run against the built-in simulated services on loopback ports."
+            "--sandbox",
+            metavar="",
+            help="Run against the built-in simulated services on loopback ports.",
         ),
     ] = False,
     json_output: Annotated[
-        bool, typer.Option("--json", help="Print the run as one JSON document.")
+        bool, typer.Option("--json", metavar="", help="Print the run as one JSON document.")
     ] = False,
     ignore_calendar: Annotated[
         bool,
         typer.Option(
             "--ignore-calendar",
+            metavar="",
             help="Run even when the market is closed (env IGNORE_CALENDAR; see MARKET_CALENDAR).",
         ),
     ] = False,
@@ -402,7 +415,9 @@ def runs_list(
         str | None, typer.Option(help="Only runs with this status: " + ", ".join(RUN_STATUSES))
     ] = None,
     strategy: Annotated[str | None, typer.Option(help="Only runs of this strategy.")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", metavar="", help="Print one JSON document.")
+    ] = False,
 ) -> None:
     """List runs, newest first."""
     with handle_errors(ctx):
@@ -425,7 +440,9 @@ def runs_list(
 def runs_show(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="Run id: the full UUID or a unique prefix.")],
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", metavar="", help="Print one JSON document.")
+    ] = False,
     all_rows: AllRows = False,
 ) -> None:
     """Show one run and its signal-to-order mappings (over 50: its orders, skips counted)."""
@@ -447,18 +464,25 @@ def runs_resume(
     run_id: Annotated[str, typer.Argument(help="Run id: the full UUID or a unique prefix.")],
     allow_live_trading: Annotated[
         bool,
-        typer.Option("--live", help="Allow a gateway on a live account (env ALLOW_LIVE_TRADING)."),
+        typer.Option(
+            "--live", metavar="", help="Allow a gateway on a live account (env ALLOW_LIVE_TRADING)."
+        ),
     ] = False,
     sandbox: Annotated[
-        bool, typer.Option("--sandbox", help="Finish a run made with `orch run --sandbox`.")
+        bool,
+        typer.Option("--sandbox", metavar="", help="Finish a run made with `orch run --sandbox`."),
     ] = False,
     ignore_calendar: Annotated[
         bool,
         typer.Option(
-            "--ignore-calendar", help="Resume although the market is closed (env IGNORE_CALENDAR)."
+            "--ignore-calendar",
+            metavar="",
+            help="Resume although the market is closed (env IGNORE_CALENDAR).",
         ),
     ] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", metavar="", help="Print one JSON document.")
+    ] = False,
     all_rows: AllRows = False,
 ) -> None:
     """Continue an interrupted run from its recorded plan: settle unknown orders, send the rest.
@@ -499,9 +523,12 @@ def runs_sync(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="Run id: the full UUID or a unique prefix.")],
     sandbox: Annotated[
-        bool, typer.Option("--sandbox", help="Sync a run made with `orch run --sandbox`.")
+        bool,
+        typer.Option("--sandbox", metavar="", help="Sync a run made with `orch run --sandbox`."),
     ] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", metavar="", help="Print one JSON document.")
+    ] = False,
     all_rows: AllRows = False,
 ) -> None:
     """Refresh every order of a run from the gateway (status, fills) and update its counts.

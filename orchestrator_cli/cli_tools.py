@@ -51,10 +51,11 @@ def sandbox_command(
         typer.Option(min=0, max=1, help="Share of orders stored, then the connection dropped."),
     ] = 0.0,
     kill_switch: Annotated[
-        bool, typer.Option("--kill-switch", help="Start with the kill switch engaged.")
+        bool, typer.Option("--kill-switch", metavar="", help="Start with the kill switch engaged.")
     ] = False,
     gateway_dry_run: Annotated[
-        bool, typer.Option("--gateway-dry-run", help="Gateway records orders as dry_run.")
+        bool,
+        typer.Option("--gateway-dry-run", metavar="", help="Gateway records orders as dry_run."),
     ] = False,
     seed: Annotated[int | None, typer.Option(help="Seed for the fault randomness.")] = None,
     signal_strategy: Annotated[
@@ -82,6 +83,7 @@ def sandbox_command(
         bool,
         typer.Option(
             "--circuit-breaker-state-missing",
+            metavar="",
             help="Health degraded naming the circuit breaker; every order refused fail-closed.",
         ),
     ] = False,
@@ -142,9 +144,14 @@ def health_command(
         str, typer.Option(help="The symbol whose price is fetched to check the price source.")
     ] = "SPY",
     sandbox: Annotated[
-        bool, typer.Option("--sandbox", help="Check the built-in simulated services instead.")
+        bool,
+        typer.Option(
+            "--sandbox", metavar="", help="Check the built-in simulated services instead."
+        ),
     ] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", metavar="", help="Print one JSON document.")
+    ] = False,
 ) -> None:
     """Could a run go ahead now? Checks the services, database, prices and market; sends nothing.
 
@@ -167,7 +174,9 @@ def health_command(
 @app.command("config")
 def config_command(
     ctx: typer.Context,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", metavar="", help="Print one JSON document.")
+    ] = False,
 ) -> None:
     """Show every setting's effective value (secrets masked), variable and source."""
     from orchestrator_cli import config_report
