@@ -10,9 +10,8 @@ thousand objects that live as long as the process (modules, classes, the librari
 collecting while they are made only walks them again and again (a tenth of start-up). A command
 that goes on to real work calls `loaded()` once its modules are in: the collector runs again
 from there and leaves what start-up made alone. At exit everything still alive is frozen, so
-the interpreter's last collection does not walk it once more (0.15 s after a 1,000-order run).
-Reference counting frees everything without a cycle in the meantime, and a short command
-(`runs list`, `config`) makes too little to matter.
+the interpreter's last collection does not walk it once more (0.15 s after a 1,000-order run);
+a short command (`runs list`, `config`) makes too few cycles to need a collection at all.
 """
 
 from __future__ import annotations
