@@ -165,9 +165,7 @@ def _trade_price(trade: Any, *, now: datetime, max_age: timedelta) -> tuple[Deci
     return price, timestamp
 
 
-# Snapshot requests in flight at once: a book of up to 1,600 symbols (8 batches of 200) is read
-# in one round trip instead of eight, well inside a market-data API's per-minute allowance.
-MAX_PARALLEL_BATCHES = 8
+MAX_PARALLEL_BATCHES = 8  # snapshot requests at once: 1,600 symbols in one round trip
 
 
 class AlpacaPriceSource:
@@ -198,12 +196,8 @@ class AlpacaPriceSource:
     def fetch_prices(self, symbols: Sequence[str], *, now: datetime) -> PriceBook:
         """One request per `batch_size` symbols, up to `MAX_PARALLEL_BATCHES` at a time; any
         failed request fails the whole book (the first failed batch, in order, is raised)."""
-        book = PriceBook()
-        wanted = list(dict.fromkeys(symbols))
-        batches = [
-            wanted[start : start + self._batch_size]
-            for start in range(0, len(wanted), self._batch_size)
-        ]
+        book, wanted, size = PriceBook(), list(dict.fromkeys(symbols)), self._batch_size
+        batches = [wanted[start : start + size] for start in range(0, len(wanted), size)]
         workers = min(MAX_PARALLEL_BATCHES, len(batches)) or 1
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="orch-prices") as pool:
             answers = [pool.submit(self._get_snapshots, batch) for batch in batches]

@@ -145,9 +145,8 @@ class ActiveRun:
     def preflight(self) -> str | None:
         """Gateway mode, kill switch, health and strategy; a reason to refuse the run, or None.
 
-        A run that sends nothing only logs the problems. The mode and the safety checks are
-        read at the same time (one round trip); the mode is recorded first, so a run refused
-        for its safety still shows where its orders would have gone.
+        A run that sends nothing only logs the problems. Mode and safety are read together;
+        the mode is recorded first, so a refused run still shows where orders would have gone.
         """
         gateway = self.services.gateway
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="orch-preflight") as pool:
@@ -434,11 +433,8 @@ def _carry_out_new(run: ActiveRun, spec: RunSpec, action: NewRun) -> RunResult:
 
 
 def _plan(run: ActiveRun, spec: RunSpec, earlier: Sequence[store.RunInfo]) -> Plan:
-    """Signals, positions (plus what earlier runs still have open), prices, then sizing.
-
-    Positions are read from the gateway while the signals are fetched (their phase is the
-    wait beyond the signals'); a failure of either is raised signals first.
-    """
+    """Signals, positions (read meanwhile; a signals failure is raised first, as if read in
+    order) plus what earlier runs still have open, prices, then sizing."""
     services, phase = run.services, run.phases.phase
     services.progress(f"fetching signals for {len(spec.symbols)} symbols")
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="orch-positions") as pool:
