@@ -65,11 +65,18 @@ RUN_STATUSES = ("running", "completed", "partial", "failed")
 # a 64-bit column and what a service can be asked for.
 MAX_SIGNAL_COUNT = 1_000_000
 MAX_OFFSET = 1_000_000_000
+
+
+def flag(*names: str, **options: Any) -> Any:
+    """An on/off option. Typer 0.29 shows a `<bool>` value beside a flag in `--help`, as if
+    it took one; an empty metavar shows none."""
+    return typer.Option(*names, metavar="", **options)
+
+
+JsonOutput = Annotated[bool, flag("--json", help="Print one JSON document.")]
 AllRows = Annotated[
     bool,
-    typer.Option(
-        "--all-rows", metavar="", help="Show every row (a run of over 50 sums up its skips)."
-    ),
+    flag("--all-rows", help="Show every row (a run of over 50 sums up its skips)."),
 ]
 
 
@@ -179,13 +186,12 @@ def main_options(
     ctx: typer.Context,
     debug: Annotated[
         bool,
-        typer.Option("--debug", metavar="", help="Show tracebacks for errors (may include URLs)."),
+        flag("--debug", help="Show tracebacks for errors (may include URLs)."),
     ] = False,
     show_version: Annotated[
         bool,
-        typer.Option(
+        flag(
             "--version",
-            metavar="",
             is_eager=True,
             callback=print_version,
             help="Print the version of orch and exit.",
@@ -233,13 +239,12 @@ def run(
     ] = None,
     dry_run: Annotated[
         bool,
-        typer.Option("--dry-run", metavar="", help="Plan and record, send no order (env DRY_RUN)."),
+        flag("--dry-run", help="Plan and record, send no order (env DRY_RUN)."),
     ] = False,
     allow_live_trading: Annotated[
         bool,
-        typer.Option(
+        flag(
             "--live",
-            metavar="",
             help="Allow a gateway that trades a live account (env ALLOW_LIVE_TRADING).",
         ),
     ] = False,
@@ -258,7 +263,7 @@ def run(
     ] = None,
     long_only: Annotated[
         bool,
-        typer.Option("--long-only", metavar="", help="Treat short signals as 0 (env LONG_ONLY)."),
+        flag("--long-only", help="Treat short signals as 0 (env LONG_ONLY)."),
     ] = False,
     restricted_symbols: Annotated[
         str | None,
@@ -275,9 +280,8 @@ def run(
     ] = None,
     force: Annotated[
         bool,
-        typer.Option(
+        flag(
             "--force",
-            metavar="",
             help="Run again although today's run completed (plans only what is still missing).",
         ),
     ] = False,
@@ -298,20 +302,18 @@ def run(
     ] = None,
     sandbox: Annotated[
         bool,
-        typer.Option(
+        flag(
             "--sandbox",
-            metavar="",
             help="Run against the built-in simulated services on loopback ports.",
         ),
     ] = False,
     json_output: Annotated[
-        bool, typer.Option("--json", metavar="", help="Print the run as one JSON document.")
+        bool, flag("--json", help="Print the run as one JSON document.")
     ] = False,
     ignore_calendar: Annotated[
         bool,
-        typer.Option(
+        flag(
             "--ignore-calendar",
-            metavar="",
             help="Run even when the market is closed (env IGNORE_CALENDAR; see MARKET_CALENDAR).",
         ),
     ] = False,
@@ -414,9 +416,7 @@ def runs_list(
         str | None, typer.Option(help="Only runs with this status: " + ", ".join(RUN_STATUSES))
     ] = None,
     strategy: Annotated[str | None, typer.Option(help="Only runs of this strategy.")] = None,
-    json_output: Annotated[
-        bool, typer.Option("--json", metavar="", help="Print one JSON document.")
-    ] = False,
+    json_output: JsonOutput = False,
 ) -> None:
     """List runs, newest first."""
     with handle_errors(ctx):
@@ -439,9 +439,7 @@ def runs_list(
 def runs_show(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="Run id: the full UUID or a unique prefix.")],
-    json_output: Annotated[
-        bool, typer.Option("--json", metavar="", help="Print one JSON document.")
-    ] = False,
+    json_output: JsonOutput = False,
     all_rows: AllRows = False,
 ) -> None:
     """Show one run and its signal-to-order mappings (over 50: its orders, skips counted)."""
@@ -463,25 +461,20 @@ def runs_resume(
     run_id: Annotated[str, typer.Argument(help="Run id: the full UUID or a unique prefix.")],
     allow_live_trading: Annotated[
         bool,
-        typer.Option(
-            "--live", metavar="", help="Allow a gateway on a live account (env ALLOW_LIVE_TRADING)."
-        ),
+        flag("--live", help="Allow a gateway on a live account (env ALLOW_LIVE_TRADING)."),
     ] = False,
     sandbox: Annotated[
         bool,
-        typer.Option("--sandbox", metavar="", help="Finish a run made with `orch run --sandbox`."),
+        flag("--sandbox", help="Finish a run made with `orch run --sandbox`."),
     ] = False,
     ignore_calendar: Annotated[
         bool,
-        typer.Option(
+        flag(
             "--ignore-calendar",
-            metavar="",
             help="Resume although the market is closed (env IGNORE_CALENDAR).",
         ),
     ] = False,
-    json_output: Annotated[
-        bool, typer.Option("--json", metavar="", help="Print one JSON document.")
-    ] = False,
+    json_output: JsonOutput = False,
     all_rows: AllRows = False,
 ) -> None:
     """Continue an interrupted run from its recorded plan: settle unknown orders, send the rest.
@@ -523,11 +516,9 @@ def runs_sync(
     run_id: Annotated[str, typer.Argument(help="Run id: the full UUID or a unique prefix.")],
     sandbox: Annotated[
         bool,
-        typer.Option("--sandbox", metavar="", help="Sync a run made with `orch run --sandbox`."),
+        flag("--sandbox", help="Sync a run made with `orch run --sandbox`."),
     ] = False,
-    json_output: Annotated[
-        bool, typer.Option("--json", metavar="", help="Print one JSON document.")
-    ] = False,
+    json_output: JsonOutput = False,
     all_rows: AllRows = False,
 ) -> None:
     """Refresh every order of a run from the gateway (status, fills) and update its counts.

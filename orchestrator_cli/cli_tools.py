@@ -12,7 +12,14 @@ from typing import Annotated, Any
 
 import typer
 
-from orchestrator_cli.cli import app, emit_json, handle_errors, settings_from_options
+from orchestrator_cli.cli import (
+    JsonOutput,
+    app,
+    emit_json,
+    flag,
+    handle_errors,
+    settings_from_options,
+)
 from orchestrator_cli.errors import ExitCode
 from orchestrator_cli.terminal import err, out
 
@@ -51,11 +58,11 @@ def sandbox_command(
         typer.Option(min=0, max=1, help="Share of orders stored, then the connection dropped."),
     ] = 0.0,
     kill_switch: Annotated[
-        bool, typer.Option("--kill-switch", metavar="", help="Start with the kill switch engaged.")
+        bool, flag("--kill-switch", help="Start with the kill switch engaged.")
     ] = False,
     gateway_dry_run: Annotated[
         bool,
-        typer.Option("--gateway-dry-run", metavar="", help="Gateway records orders as dry_run."),
+        flag("--gateway-dry-run", help="Gateway records orders as dry_run."),
     ] = False,
     seed: Annotated[int | None, typer.Option(help="Seed for the fault randomness.")] = None,
     signal_strategy: Annotated[
@@ -81,9 +88,8 @@ def sandbox_command(
     ] = None,
     circuit_breaker_state_missing: Annotated[
         bool,
-        typer.Option(
+        flag(
             "--circuit-breaker-state-missing",
-            metavar="",
             help="Health degraded naming the circuit breaker; every order refused fail-closed.",
         ),
     ] = False,
@@ -145,13 +151,9 @@ def health_command(
     ] = "SPY",
     sandbox: Annotated[
         bool,
-        typer.Option(
-            "--sandbox", metavar="", help="Check the built-in simulated services instead."
-        ),
+        flag("--sandbox", help="Check the built-in simulated services instead."),
     ] = False,
-    json_output: Annotated[
-        bool, typer.Option("--json", metavar="", help="Print one JSON document.")
-    ] = False,
+    json_output: JsonOutput = False,
 ) -> None:
     """Could a run go ahead now? Checks the services, database, prices and market; sends nothing.
 
@@ -174,9 +176,7 @@ def health_command(
 @app.command("config")
 def config_command(
     ctx: typer.Context,
-    json_output: Annotated[
-        bool, typer.Option("--json", metavar="", help="Print one JSON document.")
-    ] = False,
+    json_output: JsonOutput = False,
 ) -> None:
     """Show every setting's effective value (secrets masked), variable and source."""
     from orchestrator_cli import config_report

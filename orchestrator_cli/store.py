@@ -252,12 +252,13 @@ def _seconds(delta: timedelta) -> Decimal:
     return (Decimal(delta / timedelta(microseconds=1)) / 1_000_000).quantize(_MILLISECOND)
 
 
+# The order counts a run row stores (`num_orders_<kind>`), each an `OutcomeCounts` field.
+_COUNTED = ("submitted", "accepted", "rejected", "blocked", "unknown")
+
+
 def _store_counts(row: OrchestrationRun, counts: OutcomeCounts) -> None:
-    row.num_orders_submitted = counts.submitted
-    row.num_orders_accepted = counts.accepted
-    row.num_orders_rejected = counts.rejected
-    row.num_orders_blocked = counts.blocked
-    row.num_orders_unknown = counts.unknown
+    for kind in _COUNTED:
+        setattr(row, f"num_orders_{kind}", getattr(counts, kind))
 
 
 def record_order_detail(
@@ -426,20 +427,16 @@ def runs_for_date(session: Session, strategy_id: str, as_of_date: date) -> list[
     return [_info(row) for row in rows]
 
 
+def _order_counts(session: Session, row: OrchestrationRun) -> dict[str, int]:
+    """The run's order counts: stored when it finishes, so a run still `running` (in progress,
+    or interrupted) is counted from its mappings as they are now."""
+    if row.status != "running":
+        return {f"num_orders_{kind}": getattr(row, f"num_orders_{kind}") for kind in _COUNTED}
+    live = outcome_counts(session, row.run_id)
+    return {f"num_orders_{kind}": getattr(live, kind) for kind in _COUNTED}
+
+
 def _summary_fields(session: Session, row: OrchestrationRun) -> dict[str, Any]:
-    """A run's summary. The order counts are stored when a run finishes; a run still
-    `running` (in progress, or interrupted) is counted from its mappings as they are now."""
-    if row.status == "running":
-        live = outcome_counts(session, row.run_id)
-        counts = (live.submitted, live.accepted, live.rejected, live.blocked, live.unknown)
-    else:
-        counts = (
-            row.num_orders_submitted,
-            row.num_orders_accepted,
-            row.num_orders_rejected,
-            row.num_orders_blocked,
-            row.num_orders_unknown,
-        )
     return {
         "run_id": row.run_id,
         "strategy_id": row.strategy_id,
@@ -447,11 +444,7 @@ def _summary_fields(session: Session, row: OrchestrationRun) -> dict[str, Any]:
         "status": row.status,
         "dry_run": row.dry_run,
         "num_signals": row.num_signals,
-        "num_orders_submitted": counts[0],
-        "num_orders_accepted": counts[1],
-        "num_orders_rejected": counts[2],
-        "num_orders_blocked": counts[3],
-        "num_orders_unknown": counts[4],
+        **_order_counts(session, row),
         "duration_seconds": None if row.duration_seconds is None else float(row.duration_seconds),
         "error_message": row.error_message,
         "started_at": row.started_at,

@@ -22,9 +22,14 @@ def append(path: Path, change: dict[str, Any]) -> None:
     """Add one mutation to the journal of the state file `path`: one line, whatever the
     state's size. The file is opened for each line, so a journal removed meanwhile (another
     process wrote the state file) is started again rather than written into the void."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with journal_of(path).open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(change, sort_keys=True) + "\n")
+    line = json.dumps(change, sort_keys=True) + "\n"
+    try:
+        handle = journal_of(path).open("a", encoding="utf-8")
+    except FileNotFoundError:  # the first change to a state file in a folder not made yet
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = journal_of(path).open("a", encoding="utf-8")
+    with handle:
+        handle.write(line)
 
 
 def read(path: Path) -> dict[str, Any] | None:
