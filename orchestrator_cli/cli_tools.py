@@ -42,7 +42,9 @@ def sandbox_command(
     state_file: Annotated[
         Path | None, typer.Option(help="Keep positions and orders in this JSON file.")
     ] = None,
-    latency_ms: Annotated[int, typer.Option(min=0, help="Delay added to every answer.")] = 0,
+    latency_ms: Annotated[
+        int, typer.Option(min=0, help="Milliseconds from each request to its answer.")
+    ] = 0,
     error_rate: Annotated[
         float, typer.Option(min=0, max=1, help="Share of orders answered 503 before storing.")
     ] = 0.0,

@@ -135,9 +135,15 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     checks_auth = False  # the simulated platform services do; the market-data API does not
     service = ""  # the key of this service's count in Sandbox.requests_seen
+    arrived = 0.0  # time.monotonic() when the request line came in
 
     def log_message(self, format: str, *args: Any) -> None:
         """No access log: benchmarks send thousands of requests."""
+
+    def parse_request(self) -> bool:
+        # Called as soon as the request line has arrived: `latency_ms` counts from here.
+        self.arrived = time.monotonic()
+        return super().parse_request()
 
     def do_GET(self) -> None:
         self._serve()
@@ -157,9 +163,10 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         request = _Request(self.command, url.path, parse_qs(url.query), self.rfile.read(length))
         sandbox = self.server.sandbox
+        answer_at = self.arrived
         if not url.path.startswith("/_sandbox/"):  # the control API is not a simulated service
             sandbox.count_request(self.service)
-            sandbox.pause(sandbox.faults.latency_ms / 1000)
+            answer_at += sandbox.faults.latency_ms / 1000
         refusal = None
         if self.checks_auth and url.path.startswith(API_PREFIX):
             headers = dict(self.headers.items())
@@ -173,6 +180,7 @@ class _Handler(BaseHTTPRequestHandler):
             reply = _Reply(422, {"detail": json.loads(exc.json(include_url=False))})
         if reply.status == 200 and sandbox.faults.nests(url.path):
             reply = replace(reply, body=deeply_nested_json())
+        sandbox.pause(answer_at - time.monotonic())  # the latency includes the work above
         if reply.drop:
             self.close_connection = True
             return
