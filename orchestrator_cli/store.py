@@ -519,13 +519,15 @@ def load_run(session: Session, run_id: uuid.UUID) -> RunResult:
     """A run with its mappings ordered by rank, then symbol (read as rows, not ORM objects)."""
     row = _run_row(session, run_id)
     c = _MAPPINGS.c
+    names = list(MappingResult.model_fields)
     mappings = session.connection().execute(
-        select(*(c[name] for name in MappingResult.model_fields))
+        select(*(c[name] for name in names))
         .where(c.run_id == run_id)
         .order_by(c.rank, c.symbol, c.leg, c.id)
     )
+    validate = MappingResult.model_validate
     return RunResult(
         **_summary_fields(session, row),
         limits=row.limits,
-        mappings=[MappingResult.model_validate(mapping._asdict()) for mapping in mappings],
+        mappings=[validate(dict(zip(names, values, strict=True))) for values in mappings],
     )
