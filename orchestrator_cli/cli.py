@@ -397,8 +397,10 @@ def _print_outcome(
         else:
             (err if json_output else out).print(outcome.note, markup=False, soft_wrap=True)
     if json_output:
-        document = outcome.result.model_dump(mode="json")
-        emit_json(json.dumps({"action": outcome.action, **document}))
+        # The run as `runs show --json` prints it (pydantic's serializer, not json.dumps of
+        # a dict: half the time for thousands of mappings), with the action first.
+        document = outcome.result.model_dump_json()
+        emit_json(f'{{"action":{json.dumps(outcome.action)},{document[1:]}')
     elif outcome.action == "already_completed":
         render.print_summary(out, outcome.result, half_day_close=half_day_close)
     else:

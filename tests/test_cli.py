@@ -153,6 +153,7 @@ def test_json_output_is_exactly_one_document(sandbox: Sandbox) -> None:
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert document["status"] == "completed"
+    assert next(iter(document)) == "action"  # what orch did comes first, then the run
     listed = invoke("runs", "list", "--json")
     page = json.loads(listed.stdout)
     assert (page["total"], page["limit"], page["offset"]) == (1, 50, 0)
