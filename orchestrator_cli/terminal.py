@@ -10,13 +10,14 @@ UTC-stamped text and sending orders writes `sent 412/1,000 orders` at most once 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console
 
@@ -28,8 +29,17 @@ LOG_WIDTH = 180
 # A run that sends its orders faster than this writes no progress line at all.
 PROGRESS_LOG_SECONDS = 5.0
 
-out = Console(highlight=False, width=None if sys.stdout.isatty() else LOG_WIDTH)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else LOG_WIDTH)
+
+def console_width(stream: TextIO) -> int | None:
+    """None (Rich measures the terminal, or reads COLUMNS) on a terminal or when COLUMNS is
+    set; LOG_WIDTH for a file or a pipe otherwise."""
+    if stream.isatty() or os.environ.get("COLUMNS", "").strip().isdigit():
+        return None
+    return LOG_WIDTH
+
+
+out = Console(highlight=False, width=console_width(sys.stdout))
+err = Console(stderr=True, highlight=False, width=console_width(sys.stderr))
 
 OrderProgress = Callable[[int, int], None]
 

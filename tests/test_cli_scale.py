@@ -120,3 +120,15 @@ def test_order_progress_on_a_terminal_is_a_bar_that_never_writes_to_stdout(
         assert isinstance(report, ProgressBar)
     with order_progress(interactive=False, log=print) as report:
         assert isinstance(report, ProgressLines)
+
+
+def test_off_a_terminal_the_width_is_columns_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator_cli.terminal import LOG_WIDTH, console_width
+
+    log = io.StringIO()  # not a terminal: a cron log, a pipe
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert console_width(log) == LOG_WIDTH
+    monkeypatch.setenv("COLUMNS", "96")
+    assert console_width(log) is None  # Rich reads COLUMNS itself
+    monkeypatch.setenv("COLUMNS", "wide")
+    assert console_width(log) == LOG_WIDTH
