@@ -26,16 +26,28 @@ if TYPE_CHECKING:
 
 # Cron logs are files, not terminals: give them wide lines instead of Rich's 80 columns.
 LOG_WIDTH = 180
+# Below this many columns no table is laid out (a smaller COLUMNS is ignored).
+MIN_COLUMNS = 80
 # A run that sends its orders faster than this writes no progress line at all.
 PROGRESS_LOG_SECONDS = 5.0
 
 
 def console_width(stream: TextIO) -> int | None:
-    """None (Rich measures the terminal, or reads COLUMNS) on a terminal or when COLUMNS is
-    set; LOG_WIDTH for a file or a pipe otherwise."""
-    if stream.isatty() or os.environ.get("COLUMNS", "").strip().isdigit():
-        return None
-    return LOG_WIDTH
+    """The width tables are laid out for: COLUMNS when it is a whole number of at least
+    MIN_COLUMNS (the narrowest layout the tables have); else, on a terminal, the terminal's
+    own width, and LOG_WIDTH for a file or a pipe. None lets Rich measure the terminal (and
+    follow a resize); a COLUMNS that Rich would take but no table fits (0, 5) is passed over.
+    """
+    columns = os.environ.get("COLUMNS", "")
+    usable = columns.isdigit() and int(columns) >= MIN_COLUMNS
+    if not stream.isatty():
+        return int(columns) if usable else LOG_WIDTH
+    if usable or not columns.isdigit():
+        return None  # Rich reads a usable COLUMNS itself, else measures the terminal
+    try:
+        return max(os.get_terminal_size(stream.fileno()).columns, MIN_COLUMNS)
+    except (OSError, ValueError):
+        return LOG_WIDTH
 
 
 out = Console(highlight=False, width=console_width(sys.stdout))

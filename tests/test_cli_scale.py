@@ -129,6 +129,8 @@ def test_off_a_terminal_the_width_is_columns_when_set(monkeypatch: pytest.Monkey
     monkeypatch.delenv("COLUMNS", raising=False)
     assert console_width(log) == LOG_WIDTH
     monkeypatch.setenv("COLUMNS", "96")
-    assert console_width(log) is None  # Rich reads COLUMNS itself
-    monkeypatch.setenv("COLUMNS", "wide")
-    assert console_width(log) == LOG_WIDTH
+    assert console_width(log) == 96
+    # Not a width any table fits, or not a number Rich reads: the log's own width.
+    for columns in ("0", "5", "79", " 90", "wide", "-100"):
+        monkeypatch.setenv("COLUMNS", columns)
+        assert console_width(log) == LOG_WIDTH, columns

@@ -472,3 +472,10 @@ def test_sigterm_stops_sending_releases_the_lock_and_the_run_resumes(
     assert sandbox.state.orders_created() == 10
     planned = {m["client_order_id"] for m in run["mappings"] if m["client_order_id"]}
     assert set(sandbox.state.snapshot()["orders"]) == planned
+
+
+def test_a_columns_of_zero_still_prints_the_error(orch: Orch) -> None:
+    # Off a terminal a COLUMNS that no table fits is ignored: Rich at width 0 prints nothing.
+    done = orch("runs", "show", "nonexist", COLUMNS="0")
+    assert done.returncode == 4
+    assert "'nonexist' is not a run id" in done.stderr
