@@ -17,6 +17,7 @@ a short command (`runs list`, `config`) makes too few cycles to need a collectio
 from __future__ import annotations
 
 import gc
+import io
 import json
 import logging
 import signal
@@ -398,8 +399,9 @@ def _print_outcome(
             (err if json_output else out).print(outcome.note, markup=False, soft_wrap=True)
     if json_output:
         # The run as `runs show --json` prints it (pydantic's serializer, not json.dumps of
-        # a dict: half the time for thousands of mappings), with the action first.
-        document = outcome.result.model_dump_json()
+        # a dict: half the time for thousands of mappings), with the action first. Every
+        # JSON document is ASCII (\u escapes): it prints whatever stdout's encoding is.
+        document = outcome.result.model_dump_json(ensure_ascii=True)
         emit_json(f'{{"action":{json.dumps(outcome.action)},{document[1:]}')
     elif outcome.action == "already_completed":
         render.print_summary(out, outcome.result, half_day_close=half_day_close)
@@ -432,7 +434,7 @@ def runs_list(
                 session, limit=limit, offset=offset, status=status, strategy_id=strategy
             )
         if json_output:
-            emit_json(page.model_dump_json())
+            emit_json(page.model_dump_json(ensure_ascii=True))
         else:
             render.print_runs(out, page)
 
@@ -452,7 +454,7 @@ def runs_show(
         with db.transaction(sessions, "reading the run") as session:
             result = store.load_run(session, store.resolve_run_id(session, run_id))
         if json_output:
-            emit_json(result.model_dump_json())
+            emit_json(result.model_dump_json(ensure_ascii=True))
         else:
             render.print_run(out, result, all_rows=all_rows)
 
@@ -538,7 +540,7 @@ def runs_sync(
                 found = store.resolve_run_id(session, run_id)
             synced = runner.sync_run(found, execution, services)
         if json_output:
-            emit_json(synced.result.model_dump_json())
+            emit_json(synced.result.model_dump_json(ensure_ascii=True))
         else:
             render.print_run(out, synced.result, all_rows=all_rows)
         if synced.unsettled:
@@ -585,6 +587,11 @@ def loaded() -> None:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, stop_on_sigterm)
+    for stream in (sys.stdout, sys.stderr):
+        # Text a stream's encoding cannot hold (a service's message on a latin-1 console, a
+        # lone surrogate) is printed as its escape rather than failing the command.
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     gc.disable()
     try:
         app()

@@ -89,7 +89,7 @@ def _strategy_problem(served: str, strategy_id: str) -> str:
     return (
         f"metadata.strategy {served[:64]!r} is not the run's strategy {strategy_id!r}: the "
         f"Signal Service serves its own configured strategy, so run with --strategy "
-        f"{served[:64]} (STRATEGY_ID) or point SIGNAL_SERVICE_URL at the service of "
+        f"{served[:64]!r} (STRATEGY_ID) or point SIGNAL_SERVICE_URL at the service of "
         f"{strategy_id}"
     )
 

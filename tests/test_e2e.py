@@ -479,3 +479,29 @@ def test_a_columns_of_zero_still_prints_the_error(orch: Orch) -> None:
     done = orch("runs", "show", "nonexist", COLUMNS="0")
     assert done.returncode == 4
     assert "'nonexist' is not a run id" in done.stderr
+
+
+@pytest.mark.parametrize("json_output", [True, False])
+def test_service_text_a_console_cannot_encode_is_printed_escaped(
+    orch: Orch, sandbox: Sandbox, json_output: bool
+) -> None:
+    sandbox.faults.signal_strategy = "caf\u00e9\U0001f600"  # not latin-1
+    args = ("run", "--symbols", SYMBOLS, *(["--json"] if json_output else []))
+    done = subprocess.run(
+        orch.command(*args),
+        cwd=orch.cwd,
+        env={**orch.env, "PYTHONIOENCODING": "latin-1"},
+        capture_output=True,
+        encoding="latin-1",  # what a latin-1 console shows
+        timeout=orch.timeout,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr  # the run's own code, not an internal error
+    assert "internal error" not in done.stdout + done.stderr
+    if json_output:
+        assert done.stdout.isascii()
+        run = json.loads(done.stdout)
+        assert run["status"] == "failed"
+        assert "'caf\u00e9\U0001f600'" in run["error_message"]
+    else:
+        assert "\\U0001f600" in done.stdout + done.stderr

@@ -68,7 +68,7 @@ A, M, T = (signal("AAPL", 1, "0.5"), signal("MSFT", 2, "0"), signal("TSLA", 3, "
 def test_signals_of_another_strategy_are_a_bad_payload_naming_both(rsps, signals):
     message = refusal(rsps, signals, payload([A, M, T]), strategy_id="momo_trial")
     assert "metadata.strategy 'alpha_baseline' is not the run's strategy 'momo_trial'" in message
-    assert "--strategy alpha_baseline" in message
+    assert "--strategy 'alpha_baseline'" in message  # quoted: it is the service's text
 
 
 def test_signals_of_the_run_strategy_or_of_any_when_none_is_given(rsps, signals):
