@@ -17,14 +17,13 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
-    Text,
     UniqueConstraint,
     Uuid,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from orchestrator_cli.dbtypes import ExactDecimal, UTCDateTime
+from orchestrator_cli.dbtypes import ExactDecimal, FreeText, UTCDateTime
 
 _ZERO = text("0")
 
@@ -75,7 +74,7 @@ class OrchestrationRun(Base):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     resumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the last resume
     duration_seconds: Mapped[Decimal | None] = mapped_column(ExactDecimal(12, 3))
-    error_message: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(FreeText)
     # Seconds spent in each phase of the run (signals, record_plan, submit, ...), 3 decimals.
     phase_seconds: Mapped[dict[str, float] | None] = mapped_column(JSON)
 
@@ -118,8 +117,8 @@ class SignalOrderMapping(Base):
     filled_avg_price: Mapped[Decimal | None] = mapped_column(ExactDecimal(20, 6))
     filled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     skip_reason: Mapped[str | None] = mapped_column(String(40))
-    detail: Mapped[str | None] = mapped_column(Text)  # the latest outcome's message
-    note: Mapped[str | None] = mapped_column(Text)  # the plan's own note (skip, long-only)
+    detail: Mapped[str | None] = mapped_column(FreeText)  # the latest outcome's message
+    note: Mapped[str | None] = mapped_column(FreeText)  # the plan's own note (skip, long-only)
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

@@ -36,7 +36,7 @@ from sqlalchemy import Integer, String, TextClause, bindparam, func, text, updat
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator_cli import db
-from orchestrator_cli.dbtypes import UTCDateTime
+from orchestrator_cli.dbtypes import FreeText, UTCDateTime
 from orchestrator_cli.models import SignalOrderMapping
 from orchestrator_cli.schemas import SubmitOutcome
 
@@ -64,7 +64,7 @@ _FIELDS: dict[str, Any] = {
     "b_outcome": String(),
     "b_status": String(),
     "b_broker": String(),
-    "b_detail": String(),
+    "b_detail": FreeText(),
     "b_sent": UTCDateTime(),
     "b_at": UTCDateTime(),
 }

@@ -47,6 +47,29 @@ def parse_json(text: str | bytes) -> Any:
         raise ValueError("JSON nested too deeply to read") from None
 
 
+def storable(text: str) -> str:
+    """`text` as both databases can hold it: a lone surrogate (what a JSON `\\ud800` in a
+    service's answer decodes to) and NUL (PostgreSQL refuses it in text) become their
+    backslash escapes; everything else is kept as it is."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _stored_as_given(value: str) -> str:
+    """A short value kept as the service gave it (a status, an id) must fit its column as
+    it is: NUL or a lone surrogate there makes the answer unusable, not the write fail."""
+    if storable(value) != value:
+        raise ValueError("contains NUL or a lone surrogate, which cannot be recorded")
+    return value
+
+
 def _wire_number(value: Any) -> Any:
     """Accept an int or Decimal (or float from Python callers); refuse str, bool and None."""
     if isinstance(value, bool) or not isinstance(value, int | Decimal | float):
@@ -197,7 +220,9 @@ class Signal(_Wire):
 
 class SignalMetadata(_Wire):
     as_of_date: date
-    model_version: str = Field(max_length=MODEL_VERSION_LENGTH)
+    model_version: Annotated[
+        str, Field(max_length=MODEL_VERSION_LENGTH), AfterValidator(_stored_as_given)
+    ]
     strategy: str
     num_signals: WireInt
     generated_at: UtcTimestamp
@@ -214,8 +239,8 @@ class SignalResponse(_Wire):
 
 OrderSide = Literal["buy", "sell"]
 # Bounded to the audit columns, so an oversized value is an unusable answer, not a failed insert.
-GatewayStatus = Annotated[str, Field(min_length=1, max_length=32)]
-BrokerOrderId = Annotated[str, Field(max_length=64)]
+GatewayStatus = Annotated[str, Field(min_length=1, max_length=32), AfterValidator(_stored_as_given)]
+BrokerOrderId = Annotated[str, Field(max_length=64), AfterValidator(_stored_as_given)]
 
 
 class OrderRequest(BaseModel):

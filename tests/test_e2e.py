@@ -505,3 +505,14 @@ def test_service_text_a_console_cannot_encode_is_printed_escaped(
         assert "'caf\u00e9\U0001f600'" in run["error_message"]
     else:
         assert "\\U0001f600" in done.stdout + done.stderr
+
+
+def test_a_lone_surrogate_from_the_signal_service_fails_the_run_cleanly(
+    orch: Orch, sandbox: Sandbox
+) -> None:
+    sandbox.faults.signal_strategy = "x\ud800"  # a JSON "\ud800" escape decodes to this
+    code, run = orch.json("run", "--symbols", SYMBOLS)
+    assert code == 1, run
+    assert run["status"] == "failed"  # finished and recorded, not left `running`
+    assert "'x\\ud800'" in run["error_message"]
+    assert sandbox.state.post_attempts == 0

@@ -162,6 +162,15 @@ LIMIT = {"error": "Position limit exceeded", "symbol": "AAPL", "limit": 1000, "r
             id="200-missing-status",
         ),
         pytest.param(
+            [(200, ack("new\u0000"))],
+            UNKNOWN,
+            "unknown",
+            200,
+            "the Execution Gateway answered HTTP 200 with an unusable body: status: contains "
+            f"NUL or a lone surrogate, which cannot be recorded; {SETTLE}",
+            id="200-unrecordable-status",
+        ),
+        pytest.param(
             [(400, {"detail": "Order rejected by fat-finger checks: notional"})],
             REJECTED,
             "rejected",

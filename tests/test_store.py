@@ -279,6 +279,30 @@ def test_record_outcome_keeps_the_first_send_time_and_checks_the_order(session_f
     assert (mapping.submitted_at, mapping.updated_at) == (first, later)
 
 
+ODD = "nul\x00 lone\ud800 caf\u00e9 \U0001f600"  # what a service's JSON can decode to
+ODD_STORED = "nul\\x00 lone\\ud800 caf\u00e9 \U0001f600"
+
+
+def test_free_text_a_database_cannot_hold_is_stored_escaped_alike(session_factory, make_plan):
+    # NUL (PostgreSQL refuses it) and a lone surrogate (no UTF-8 for it) in a gateway's
+    # message or a run's error must not fail the write that records them.
+    with session_factory.begin() as session:
+        run_id = new_run(session)
+        (mapping_id,) = store.add_mappings(session, run_id, [make_plan(skip_detail=ODD)], ["c-1"])
+        record_outcome(
+            session,
+            mapping_id,
+            outcome("c-1", OutcomeKind.REJECTED, "rejected", message=ODD),
+            at=START,
+        )
+        store.finish_run(session, run_id, status="failed", error_message=ODD, completed_at=START)
+    with session_factory() as session:
+        mapping = session.get_one(SignalOrderMapping, mapping_id)
+        run = store.load_run(session, run_id)
+    assert (mapping.detail, mapping.note) == (ODD_STORED, ODD_STORED)
+    assert run.error_message == ODD_STORED
+
+
 def test_record_outcomes_keeps_a_broker_id_until_a_new_one_comes(session_factory, make_plan):
     with session_factory.begin() as session:
         run_id = new_run(session)
