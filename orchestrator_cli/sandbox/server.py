@@ -180,14 +180,14 @@ class _Handler(BaseHTTPRequestHandler):
             reply = _Reply(422, {"detail": json.loads(exc.json(include_url=False))})
         if reply.status == 200 and sandbox.faults.nests(url.path):
             reply = replace(reply, body=deeply_nested_json())
+        # A body given as bytes is sent as it is (hostile documents json.dumps cannot write).
+        body = reply.body
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
         sandbox.pause(answer_at - time.monotonic())  # the latency includes the work above
         if reply.drop:
             self.close_connection = True
             return
         sandbox.pause(reply.delay)
-        # A body given as bytes is sent as it is (hostile documents json.dumps cannot write).
-        body = reply.body
-        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(reply.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
