@@ -46,14 +46,21 @@ class RunSpec:
         max_position_size: Decimal,
         limits: dict[str, Any] | None,
     ) -> list[str]:
-        """How these inputs differ from a recorded run's (its values are named)."""
+        """How these inputs differ from a recorded run's, each as `<what> <recorded> there,
+        <asked> now` (symbols as counts: a universe can be thousands long)."""
         found = []
         if sorted(symbols) != sorted(self.symbols):
-            found.append(f"symbols {','.join(symbols)}")
+            recorded, asked = set(symbols), set(self.symbols)
+            found.append(
+                f"symbols: {len(recorded):,} there, {len(asked):,} now "
+                f"({len(asked - recorded):,} added, {len(recorded - asked):,} left out)"
+            )
         if capital != self.capital:
-            found.append(f"capital {capital}")
+            found.append(f"capital {capital} there, {self.capital} now")
         if max_position_size != self.max_position_size:
-            found.append(f"max position size {max_position_size}")
+            found.append(
+                f"max position size {max_position_size} there, {self.max_position_size} now"
+            )
         if limits is not None and limits != self.limits.record():
             found.append("pre-trade limits")
         return found

@@ -239,7 +239,8 @@ def test_already_completed_names_what_differs_and_the_way_to_apply_it(sandbox: S
     assert first.exit_code == 0, first.output
     again = invoke("run", "--symbols", "AAPL,MSFT,GOOGL", "--capital", "50000")
     assert again.exit_code == 0, again.output
-    assert "already completed with other inputs (capital 100000.00)" in again.stdout
+    differs = "already completed with other inputs (capital 100000.00 there, 50000 now)"
+    assert differs in again.stdout
     assert "`orch run --force` with these inputs" in again.stdout
 
 

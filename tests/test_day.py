@@ -85,8 +85,13 @@ CASES = [
     ([earlier("running")], True, "new gen 1 in-flight 0 abandon 0", []),
     ([earlier("running", planned=False)], False, "new gen 1 in-flight 0", [0]),
     ([earlier("completed"), earlier("running", planned=False)], False, "completed 0", [1]),
-    ([earlier("running", symbols=("AAPL",))], False, "refuse 0: symbols AAPL", []),
-    ([earlier("running", capital="5000")], False, "refuse 0: capital 5000", []),
+    (
+        [earlier("running", symbols=("AAPL",))],
+        False,
+        "refuse 0: symbols: 1 there, 2 now (1 added, 0 left out)",
+        [],
+    ),
+    ([earlier("running", capital="5000")], False, "refuse 0: capital 5000 there, 100000 now", []),
     (
         [earlier("running", limits={"long_only": True})],
         False,
