@@ -51,15 +51,10 @@ def storable(text: str) -> str:
     """`text` as both databases can hold it: a lone surrogate (what a JSON `\\ud800` in a
     service's answer decodes to) and NUL (PostgreSQL refuses it in text) become their
     backslash escapes; everything else is kept as it is."""
-    if "\x00" in text:
-        text = text.replace("\x00", "\\x00")
+    text = text.replace("\x00", "\\x00")
     if text.isascii():
         return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _stored_as_given(value: str) -> str:

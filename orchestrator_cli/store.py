@@ -525,9 +525,11 @@ def load_run(session: Session, run_id: uuid.UUID) -> RunResult:
         .where(c.run_id == run_id)
         .order_by(c.rank, c.symbol, c.leg, c.id)
     )
-    validate = MappingResult.model_validate
     return RunResult(
         **_summary_fields(session, row),
         limits=row.limits,
-        mappings=[validate(dict(zip(names, values, strict=True))) for values in mappings],
+        mappings=[
+            MappingResult.model_validate(dict(zip(names, values, strict=True)))
+            for values in mappings
+        ],
     )

@@ -36,7 +36,8 @@ def console_width(stream: TextIO) -> int | None:
     """The width tables are laid out for: COLUMNS when it is a whole number of at least
     MIN_COLUMNS (the narrowest layout the tables have); else, on a terminal, the terminal's
     own width, and LOG_WIDTH for a file or a pipe. None lets Rich measure the terminal (and
-    follow a resize); a COLUMNS that Rich would take but no table fits (0, 5) is passed over.
+    follow a resize); a COLUMNS that Rich would take but no table fits (0, 5) is passed over
+    for the terminal's own width.
     """
     columns = os.environ.get("COLUMNS", "")
     usable = columns.isdigit() and int(columns) >= MIN_COLUMNS
@@ -45,7 +46,7 @@ def console_width(stream: TextIO) -> int | None:
     if usable or not columns.isdigit():
         return None  # Rich reads a usable COLUMNS itself, else measures the terminal
     try:
-        return max(os.get_terminal_size(stream.fileno()).columns, MIN_COLUMNS)
+        return os.get_terminal_size(stream.fileno()).columns
     except (OSError, ValueError):
         return LOG_WIDTH
 

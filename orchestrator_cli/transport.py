@@ -255,15 +255,13 @@ class HttpClient:
         """`url` with `params`, quoted as requests prepares it; a URL without parameters (the
         order POST's) is prepared once, as parsing and quoting it is a third of preparing a
         request."""
-        if params:
-            prepared = requests.PreparedRequest()
-            prepared.prepare_url(url, params)
-            return str(prepared.url)
-        known = self._urls.get(url)
+        known = None if params else self._urls.get(url)
         if known is None:
             prepared = requests.PreparedRequest()
-            prepared.prepare_url(url, None)
-            known = self._urls[url] = str(prepared.url)
+            prepared.prepare_url(url, params)
+            known = str(prepared.url)
+            if not params:
+                self._urls[url] = known
         return known
 
     def is_retried(self, response: requests.Response) -> bool:

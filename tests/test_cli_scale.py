@@ -134,3 +134,24 @@ def test_off_a_terminal_the_width_is_columns_when_set(monkeypatch: pytest.Monkey
     for columns in ("0", "5", "79", " 90", "wide", "-100"):
         monkeypatch.setenv("COLUMNS", columns)
         assert console_width(log) == LOG_WIDTH, columns
+
+
+def test_on_a_terminal_a_columns_no_table_fits_gives_way_to_its_width(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import fcntl
+    import os
+    import struct
+    import termios
+
+    from orchestrator_cli.terminal import console_width
+
+    leader, follower = os.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    with open(leader, "wb", buffering=0), open(follower, "w") as terminal:
+        monkeypatch.delenv("COLUMNS", raising=False)
+        assert console_width(terminal) is None  # Rich measures it (and follows a resize)
+        monkeypatch.setenv("COLUMNS", "120")
+        assert console_width(terminal) is None  # Rich takes a usable COLUMNS itself
+        monkeypatch.setenv("COLUMNS", "0")  # Rich would lay out 0 columns: nothing printed
+        assert console_width(terminal) == 100
