@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator_cli.config import Settings, env_file_warnings, mask_url
+from orchestrator_cli.layout import print_table
 
 Source = Literal["environment", ".env", "default"]
 MASKED = "***"
@@ -132,6 +133,6 @@ def print_report(out: Console, err: Console, report: ConfigReport) -> None:
             Text(UNSET if row.value is None else row.value),
             Text(row.source, style=source_style),
         )
-    out.print(table)
+    print_table(out, table)
     for warning in report.warnings:
         err.print(Text.assemble(("Warning: ", "yellow"), warning))

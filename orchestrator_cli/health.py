@@ -32,6 +32,7 @@ from orchestrator_cli.clock import MarketClosed, market_for
 from orchestrator_cli.config import Settings, mask_url
 from orchestrator_cli.errors import ConfigError, OrchError
 from orchestrator_cli.gateway import GatewayClient, assess_safety, gateway_mode
+from orchestrator_cli.layout import print_table
 from orchestrator_cli.prices import PriceSource, build_price_source
 from orchestrator_cli.schemas import SYMBOL_PATTERN, GatewayHealth, KillSwitchStatus
 from orchestrator_cli.transport import HttpClient, describe_error, make_session, response_detail
@@ -298,5 +299,5 @@ def print_report(console: Console, report: HealthReport) -> None:
     for check in report.checks:
         mark = Text("ok", style="green") if check.ok else Text("FAILED", style="red")
         table.add_row(Text(check.name), mark, Text(check.detail))
-    console.print(table)
+    print_table(console, table)
     console.print(Text(summary_line(report), style="green" if report.ok else "red"))

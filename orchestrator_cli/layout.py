@@ -8,7 +8,8 @@ project draws (a box, a header, no footer, no fixed widths), every cell one line
 ASCII that Rich would not change (no markup or emoji code in a `str`, no leading, trailing or
 double spaces), and the whole table within the console's width, so nothing wraps. Anything
 else goes through Rich. `tests/test_render_scale.py` checks the two print the same, on
-generated tables and on this project's own.
+generated tables and on this project's own. Either way, a line printed where nothing is styled
+ends at its last visible character.
 """
 
 from __future__ import annotations
@@ -22,12 +23,21 @@ from rich.text import Text
 
 
 def print_table(console: Console, table: Table) -> None:
-    """Print `table` exactly as `console.print(table)` would, directly when `plain_table` can."""
+    """Print `table` as `console.print(table)` would, directly when `plain_table` can.
+
+    On a console that writes no colour or style (a cron log, a pipe), each line goes out
+    without the spaces Rich pads it with to the table's width (after a title, or in a table
+    without edges): there they carry nothing, and they would end every line of a log.
+    """
+    if console.color_system is not None or console.record:
+        console.print(table)
+        return
     lines = plain_table(console, table)
     if lines is None:
-        console.print(table)
-    else:
-        console.print(Text("\n".join(lines)), soft_wrap=True)
+        with console.capture() as capture:
+            console.print(table)
+        lines = capture.get().splitlines()
+    console.print(Text("\n".join(line.rstrip() for line in lines)), soft_wrap=True)
 
 
 def plain_table(console: Console, table: Table) -> list[str] | None:

@@ -98,6 +98,7 @@ def test_table_shows_values_sources_and_warns_on_stderr(
     ]
     assert "***" in lines["GATEWAY_API_TOKEN"]
     assert "did you mean MAX_POSITION_SIZE?" in result.stderr
+    assert [line for line in result.stdout.splitlines() if line != line.rstrip()] == []
 
 
 @pytest.mark.parametrize("args", [(), ("--json",)])

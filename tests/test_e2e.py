@@ -82,6 +82,8 @@ def test_first_run_prints_table_and_shows_in_the_audit_view(orch_any_db: Orch) -
     assert "completed" in done.stdout
     for symbol in SYMBOLS.split(","):
         assert symbol in done.stdout
+    # As cron's log gets it: no line padded with spaces after its text (the table's title).
+    assert [line for line in done.stdout.splitlines() if line != line.rstrip()] == []
 
     code, page = orch_any_db.json("runs", "list")
     assert code == 0

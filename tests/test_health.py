@@ -382,9 +382,9 @@ def test_table_prints_details_literally() -> None:
     buffer = io.StringIO()
     health.print_report(Console(file=buffer, width=80, color_system=None), report)
     assert buffer.getvalue().splitlines() == [
-        " check          ┃        ┃ detail                  ",
+        " check          ┃        ┃ detail",
         "━━━━━━━━━━━━━━━━╇━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━━━━━",
-        " signal_service │ ok     │ ready at http://s       ",
-        " kill_switch    │ FAILED │ [red]engaged[/red] [/x] ",
+        " signal_service │ ok     │ ready at http://s",
+        " kill_switch    │ FAILED │ [red]engaged[/red] [/x]",
         "not ready: kill_switch failing",
     ]

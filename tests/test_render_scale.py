@@ -200,6 +200,13 @@ def printed(width: int, draw: Any) -> str:
     return output
 
 
+def rich_printed(width: int, table: Table) -> str:
+    """What Rich prints for `table`, each line without the spaces padding it to the table's
+    width (which `print_table` leaves out where nothing is styled)."""
+    lines = printed(width, lambda c: c.print(table)).splitlines()
+    return "".join(line.rstrip() + "\n" for line in lines)
+
+
 def many_orders(count: int) -> RunResult:
     result = large_run()
     template = result.mappings[0]
@@ -219,14 +226,41 @@ def test_a_large_table_in_a_log_is_laid_out_directly_as_rich_would() -> None:
     lines = layout.plain_table(console, table)
     assert lines is not None
     assert len(lines) == 300 + 5  # title, top, header, separator, rows, bottom
-    assert printed(180, lambda c: layout.print_table(c, table)) == printed(
-        180, lambda c: c.print(table)
-    )
+    assert printed(180, lambda c: layout.print_table(c, table)) == rich_printed(180, table)
 
 
 def test_a_terminal_with_colour_gets_rich_layout() -> None:
     console = Console(file=io.StringIO(), width=180, color_system="truecolor", force_terminal=True)
     assert layout.plain_table(console, render.mapping_table(many_orders(3), width=180)) is None
+
+
+def test_lines_in_a_log_end_at_their_last_character() -> None:
+    """A title, and a table without edges (`orch config`, `orch health`), are padded by Rich
+    to the table's width; in a log or a pipe each line ends where its text does."""
+    titled = render.mapping_table(many_orders(3), width=180)
+    edgeless = Table(show_edge=False)
+    edgeless.add_column("check")
+    edgeless.add_column("detail")
+    edgeless.add_row("database", "ok")
+    edgeless.add_row("market", "a session on 2026-11-30, closing at 16:00 EST")
+    for table in (titled, edgeless):
+        output = printed(180, lambda c, t=table: layout.print_table(c, t))
+        assert output == rich_printed(180, table)
+        assert all(line == line.rstrip() for line in output.splitlines())
+    assert output.splitlines()[2] == " database \u2502 ok"
+
+
+def test_a_terminal_with_colour_gets_exactly_what_rich_prints() -> None:
+    table = render.mapping_table(many_orders(3), width=180)
+    outputs = []
+    for draw in (lambda c: layout.print_table(c, table), lambda c: c.print(table)):
+        console = Console(
+            file=io.StringIO(), width=180, color_system="truecolor", force_terminal=True
+        )
+        draw(console)
+        outputs.append(console.file.getvalue())
+    assert "\x1b[" in outputs[0]
+    assert outputs[0] == outputs[1]
 
 
 def test_text_that_is_markup_or_not_plain_ascii_goes_through_rich() -> None:
@@ -277,9 +311,7 @@ def test_the_direct_layout_is_what_rich_prints(table: Table, width: int) -> None
         event("laid out by Rich")
         return  # too wide, or text that Rich would change
     event("laid out directly")
-    assert printed(width, lambda c: layout.print_table(c, table)) == printed(
-        width, lambda c: c.print(table)
-    )
+    assert printed(width, lambda c: layout.print_table(c, table)) == rich_printed(width, table)
 
 
 def test_the_mapping_tables_of_this_module_are_laid_out_directly_at_log_width() -> None:
@@ -289,9 +321,7 @@ def test_the_mapping_tables_of_this_module_are_laid_out_directly_at_log_width() 
     for result in (dry_run(), large_run(), many_orders(60)):
         table = render.mapping_table(result, width=180)
         assert layout.plain_table(plain_console(180), table) is not None
-        assert printed(180, lambda c, t=table: layout.print_table(c, t)) == printed(
-            180, lambda c, t=table: c.print(t)
-        )
+        assert printed(180, lambda c, t=table: layout.print_table(c, t)) == rich_printed(180, table)
 
 
 def test_a_large_run_prints_each_order_once(monkeypatch: Any) -> None:
