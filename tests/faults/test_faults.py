@@ -82,7 +82,9 @@ class Universe:
             symbol = "".join(trial_rng.choices(string.ascii_uppercase, k=4))
             if symbol not in symbols:
                 symbols.append(symbol)
-        return cls(symbols, trial_rng.randint(3, 6), trial_rng.randint(0, 3))
+        top_n = trial_rng.randint(3, 6)
+        # Each symbol is a long, a short or neither: never more of them than symbols.
+        return cls(symbols, top_n, trial_rng.randint(0, min(3, count - top_n)))
 
     @property
     def planned(self) -> int:
