@@ -75,6 +75,10 @@ def flag(*names: str, **options: Any) -> Any:
 
 
 JsonOutput = Annotated[bool, flag("--json", help="Print one JSON document.")]
+# `orch run --sandbox` records its runs in the sandbox's own database (config.sandbox_settings).
+SandboxRuns = Annotated[
+    bool, flag("--sandbox", help="A run of `orch run --sandbox` (in the sandbox's database).")
+]
 AllRows = Annotated[
     bool,
     flag("--all-rows", help="Show every row (a run of over 50 sums up its skips)."),
@@ -94,16 +98,7 @@ def handle_errors(ctx: typer.Context) -> Iterator[None]:
             err.print_exception()
         fail(str(exc), exc.exit_code, as_json=as_json)
     except KeyboardInterrupt as exc:
-        finish = (
-            f"`orch runs resume {exc.run_id}`" if isinstance(exc, RunInterrupted) else "resuming"
-        )
-        fail(
-            "interrupted: no further order was sent. Orders already sent are "
-            "recorded with their client_order_id; `orch run` again (same arguments) or "
-            f"{finish} settles and finishes the run",
-            ExitCode.FAILED,
-            as_json=as_json,
-        )
+        fail(interrupted_text(ctx, exc), ExitCode.FAILED, as_json=as_json)
     except (typer.Exit, typer.Abort):
         raise
     except Exception as exc:
@@ -114,6 +109,21 @@ def handle_errors(ctx: typer.Context) -> Iterator[None]:
             ExitCode.INTERNAL,
             as_json=as_json,
         )
+
+
+def interrupted_text(ctx: typer.Context, exc: KeyboardInterrupt) -> str:
+    """What an interrupt left and how to finish it, in the command's own terms: a sandbox run
+    is finished with `--sandbox`; `--force` again would abandon the run and plan anew."""
+    sandbox = " --sandbox" if ctx.params.get("sandbox") else ""
+    again = "without --force" if ctx.params.get("force") else "(same arguments)"
+    finish = "resuming"
+    if isinstance(exc, RunInterrupted):
+        finish = f"`orch runs resume {exc.run_id}{sandbox}`"
+    return (
+        "interrupted: no further order was sent. Orders already sent are recorded with their "
+        f"client_order_id; `orch run{sandbox}` again {again} or {finish} settles and finishes "
+        "the run"
+    )
 
 
 def fail(text: str, code: ExitCode, *, as_json: bool) -> NoReturn:
@@ -174,6 +184,14 @@ def settings_from_options(ctx: typer.Context) -> Settings:
     for warning in env_file_warnings():
         logger.warning("%s", warning)
     return settings
+
+
+def recorded_settings(ctx: typer.Context, *, sandbox: bool) -> Settings:
+    """The settings of a command that reads recorded runs: the sandbox's own with `--sandbox`."""
+    from orchestrator_cli.config import sandbox_settings
+
+    settings = settings_from_options(ctx)
+    return sandbox_settings(settings) if sandbox else settings
 
 
 def print_version(value: bool) -> None:
@@ -420,6 +438,7 @@ def runs_list(
         str | None, typer.Option(help="Only runs with this status: " + ", ".join(RUN_STATUSES))
     ] = None,
     strategy: Annotated[str | None, typer.Option(help="Only runs of this strategy.")] = None,
+    sandbox: SandboxRuns = False,
     json_output: JsonOutput = False,
 ) -> None:
     """List runs, newest first."""
@@ -428,7 +447,7 @@ def runs_list(
 
         if status is not None and status not in RUN_STATUSES:
             raise ConfigError(f"--status {status!r}: use one of {', '.join(RUN_STATUSES)}")
-        sessions = db.open_database(settings_from_options(ctx))
+        sessions = db.open_database(recorded_settings(ctx, sandbox=sandbox))
         with db.transaction(sessions, "listing runs") as session:
             page = store.list_runs(
                 session, limit=limit, offset=offset, status=status, strategy_id=strategy
@@ -443,6 +462,7 @@ def runs_list(
 def runs_show(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="Run id: the full UUID or a unique prefix.")],
+    sandbox: SandboxRuns = False,
     json_output: JsonOutput = False,
     all_rows: AllRows = False,
 ) -> None:
@@ -450,7 +470,7 @@ def runs_show(
     with handle_errors(ctx):
         from orchestrator_cli import db, render, store
 
-        sessions = db.open_database(settings_from_options(ctx))
+        sessions = db.open_database(recorded_settings(ctx, sandbox=sandbox))
         with db.transaction(sessions, "reading the run") as session:
             result = store.load_run(session, store.resolve_run_id(session, run_id))
         if json_output:
@@ -467,10 +487,7 @@ def runs_resume(
         bool,
         flag("--live", help="Allow a gateway on a live account (env ALLOW_LIVE_TRADING)."),
     ] = False,
-    sandbox: Annotated[
-        bool,
-        flag("--sandbox", help="Finish a run made with `orch run --sandbox`."),
-    ] = False,
+    sandbox: SandboxRuns = False,
     ignore_calendar: Annotated[
         bool,
         flag(
@@ -518,10 +535,7 @@ def runs_resume(
 def runs_sync(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="Run id: the full UUID or a unique prefix.")],
-    sandbox: Annotated[
-        bool,
-        flag("--sandbox", help="Sync a run made with `orch run --sandbox`."),
-    ] = False,
+    sandbox: SandboxRuns = False,
     json_output: JsonOutput = False,
     all_rows: AllRows = False,
 ) -> None:
@@ -551,24 +565,8 @@ def runs_sync(
             )
 
 
-@db_app.command("upgrade")
-def db_upgrade(ctx: typer.Context) -> None:
-    """Apply the Alembic migrations to DATABASE_URL (needed once for PostgreSQL)."""
-    with handle_errors(ctx):
-        from orchestrator_cli import db
-        from orchestrator_cli.config import mask_url
-
-        settings = settings_from_options(ctx)
-        engine = db.make_engine(settings.database_url)
-        before, after = db.upgrade_database(engine)
-        where = mask_url(settings.database_url)
-        if before == after:
-            out.print(f"{where} is already at migration {after}", markup=False)
-        else:
-            out.print(f"{where} upgraded from {before or 'empty'} to {after}", markup=False)
-
-
-# `orch sandbox`, `orch health` and `orch config` live in cli_tools.py; importing it registers them.
+# `orch sandbox`, `orch health`, `orch config` and `orch db upgrade` live in cli_tools.py; importing
+# it registers them.
 from orchestrator_cli import cli_tools  # noqa: E402, F401
 
 

@@ -1,4 +1,4 @@
-"""The commands around a run: `orch sandbox`, `orch health` and `orch config`.
+"""The commands around a run: `orch sandbox`, `orch health`, `orch config`, `orch db upgrade`.
 
 They share the CLI's app, error handling and consoles (`cli.py`); each imports what it uses in
 its body, so `orch --help` stays light.
@@ -15,6 +15,7 @@ import typer
 from orchestrator_cli.cli import (
     JsonOutput,
     app,
+    db_app,
     emit_json,
     flag,
     handle_errors,
@@ -190,3 +191,20 @@ def config_command(
             emit_json(json.dumps(report.document()))
         else:
             config_report.print_report(out, err, report)
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Apply the Alembic migrations to DATABASE_URL (needed once for PostgreSQL)."""
+    with handle_errors(ctx):
+        from orchestrator_cli import db
+        from orchestrator_cli.config import mask_url
+
+        settings = settings_from_options(ctx)
+        engine = db.make_engine(settings.database_url)
+        before, after = db.upgrade_database(engine)
+        where = mask_url(settings.database_url)
+        if before == after:
+            out.print(f"{where} is already at migration {after}", markup=False)
+        else:
+            out.print(f"{where} upgraded from {before or 'empty'} to {after}", markup=False)

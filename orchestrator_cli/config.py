@@ -41,6 +41,27 @@ def default_database_url() -> str:
     return f"sqlite:///{data_dir() / 'orch.db'}"
 
 
+def sandbox_state_path(settings: Settings) -> Path:
+    """Where `--sandbox` keeps simulated positions and orders between runs."""
+    return settings.sandbox_state_file or data_dir() / "sandbox-state.json"
+
+
+def sandbox_settings(settings: Settings) -> Settings:
+    """`settings` with the database `--sandbox` records its runs in: a SQLite file beside the
+    sandbox's state (`sandbox-state.db`), never DATABASE_URL.
+
+    A rehearsal's runs are kept apart from the real ones: a sandbox run can neither finish an
+    interrupted real run against simulated services, nor make the day's real run "already
+    completed", nor hold its lock or change its orders' ids; and the runs recorded there are
+    the ones that made the sandbox's positions.
+    """
+    state = sandbox_state_path(settings)
+    database = state.with_suffix(".db")
+    if database == state:
+        database = state.with_name(f"{state.name}.runs.db")
+    return settings.model_copy(update={"database_url": f"sqlite:///{database}"})
+
+
 def _check_http_url(value: str) -> str:
     parts = urlsplit(value.strip())
     try:

@@ -509,7 +509,10 @@ def resolve_run_id(session: Session, text: str) -> uuid.UUID:
         select(OrchestrationRun.run_id).where(hex_id.like(prefix + "%"))
     ).all()
     if not matches:
-        raise RunNotFoundError(f"no run matches '{text}': see `orch runs list`")
+        raise RunNotFoundError(
+            f"no run matches '{text}': see `orch runs list` (`--sandbox` for the runs of "
+            "`orch run --sandbox`, which are kept in the sandbox's own database)"
+        )
     if len(matches) > 1:
         raise RunNotFoundError(f"'{text}' matches {len(matches)} runs: give more characters")
     return matches[0]

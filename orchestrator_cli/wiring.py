@@ -15,7 +15,7 @@ from rich.console import Console
 
 from orchestrator_cli.auth import BearerAuth, InternalTokenAuth
 from orchestrator_cli.clock import SessionClose
-from orchestrator_cli.config import Settings, data_dir
+from orchestrator_cli.config import Settings, sandbox_settings, sandbox_state_path
 from orchestrator_cli.db import open_database
 from orchestrator_cli.errors import ConfigError, PriceSourceError
 from orchestrator_cli.gateway import GatewayClient
@@ -166,15 +166,11 @@ def service_auth(settings: Settings, bearer: SecretStr | None) -> AuthBase | Non
     return None
 
 
-def sandbox_state_file(settings: Settings) -> Path:
-    """Where `--sandbox` keeps simulated positions and orders between runs."""
-    return settings.sandbox_state_file or data_dir() / "sandbox-state.json"
-
-
 @contextmanager
 def sandboxed(settings: Settings, *, enabled: bool) -> Iterator[Settings]:
     """With `enabled`, serve the simulated services on free loopback ports for the block and
-    yield settings pointed at them. PRICE_SOURCE=alpaca reads the sandbox's market data;
+    yield settings pointed at them, and at the sandbox's own database (`sandbox_settings`:
+    never DATABASE_URL). PRICE_SOURCE=alpaca reads the sandbox's market data;
     a file or redis price source is kept as configured. The simulated Signal Service serves
     the run's own strategy (a real one serves the strategy it is configured for)."""
     if not enabled:
@@ -186,11 +182,11 @@ def sandboxed(settings: Settings, *, enabled: bool) -> Iterator[Settings]:
     token = settings.gateway_api_token
     with Sandbox(
         SandboxFaults(signal_strategy=settings.strategy_id),
-        state_file=sandbox_state_file(settings),
+        state_file=sandbox_state_path(settings),
         auth_secret=secret.get_secret_value() if secret else None,
         bearer_token=token.get_secret_value() if token and not secret else None,
     ) as sandbox:
-        yield settings.model_copy(
+        yield sandbox_settings(settings).model_copy(
             update={
                 "signal_service_url": sandbox.signal_url,
                 "execution_gateway_url": sandbox.gateway_url,

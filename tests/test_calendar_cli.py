@@ -149,7 +149,7 @@ def test_readme_main_job_succeeds_whatever_today_is(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     closed = done.stdout.startswith("market closed on ")
     assert closed or "completed run" in done.stdout, done.stdout
-    listed = orch("runs", "list", "--limit", "5")
+    listed = orch("runs", "list", "--sandbox", "--limit", "5")
     assert listed.returncode == 0, listed.stderr
     assert ("No runs" in listed.stdout) is closed
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from orchestrator_cli import cli, runner
+from orchestrator_cli.errors import RunInterrupted
 from orchestrator_cli.sandbox import Sandbox
 
 
@@ -306,3 +309,22 @@ def test_an_interrupt_while_printing_a_recorded_run_keeps_the_runs_exit_code(
     with pytest.raises(typer.Exit) as exited:
         cli.show_outcome(RunOutcome(result, "ran"), json_output=False)
     assert exited.value.exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("params", "again", "resume"),
+    [
+        ({}, "`orch run` again (same arguments)", "`orch runs resume RID`"),
+        ({"sandbox": True}, "`orch run --sandbox` again", "`orch runs resume RID --sandbox`"),
+        ({"force": True}, "`orch run` again without --force", "`orch runs resume RID`"),
+    ],
+)
+def test_an_interrupt_names_the_command_that_finishes_this_run(
+    params: dict[str, Any], again: str, resume: str
+) -> None:
+    """A sandbox run is finished in the sandbox's database; a forced run run again with
+    --force would abandon it and plan anew instead of finishing it."""
+    ctx = SimpleNamespace(params=params)
+    text = cli.interrupted_text(ctx, RunInterrupted("RID"))  # type: ignore[arg-type]
+    assert again in text
+    assert f"{resume} settles and finishes the run" in text

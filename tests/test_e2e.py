@@ -302,7 +302,40 @@ def test_sandbox_flag_keeps_state_between_runs(tmp_path: Path) -> None:
     rerun = json.loads(second.stdout)
     assert rerun["num_orders_submitted"] == 0
     assert {m["skip_reason"] for m in rerun["mappings"]} <= {"already_at_target", "zero_weight"}
-    assert list((tmp_path / "data").rglob("orch.db")), "default SQLite database in the data dir"
+    assert (tmp_path / "sandbox.db").is_file(), "the runs are recorded beside the sandbox state"
+    assert not list((tmp_path / "data").rglob("orch.db")), "DATABASE_URL is never touched"
+    code, page = orch.json("runs", "list", "--sandbox")
+    assert (code, page["total"]) == (0, 2)
+    shown = orch("runs", "show", page["runs"][0]["run_id"][:8], "--sandbox")
+    assert shown.returncode == 0, shown.stderr
+    assert page["runs"][0]["run_id"] in shown.stdout
+
+
+def test_a_sandbox_rehearsal_leaves_the_days_real_run_alone(
+    tmp_path: Path, sandbox: Sandbox, database_url: str
+) -> None:
+    """`--sandbox` records its runs in its own database: the real run of the same strategy and
+    day (same DATABASE_URL) is neither "already completed" nor renumbered by it, and the
+    rehearsal's run is not in the real audit trail."""
+    real = orch_at(tmp_path, sandbox, database_url)
+    rehearsal = real("run", "--sandbox", "--symbols", SYMBOLS, "--json")
+    assert rehearsal.returncode == 0, rehearsal.stderr
+    rehearsed = json.loads(rehearsal.stdout)
+    assert rehearsed["num_orders_accepted"] > 0
+    assert sandbox.state.snapshot()["orders"] == {}, "the rehearsal reached the real gateway"
+
+    code, run = real.json("run", "--symbols", SYMBOLS)
+    assert code == 0, run
+    assert run["action"] == "ran"
+    assert run["num_orders_accepted"] > 0
+    assert set(sandbox.state.snapshot()["orders"]) == {
+        m["client_order_id"] for m in run["mappings"] if m["client_order_id"]
+    }
+    code, page = real.json("runs", "list")
+    assert [r["run_id"] for r in page["runs"]] == [run["run_id"]]
+    unknown = real("runs", "show", rehearsed["run_id"])
+    assert unknown.returncode == 4
+    assert "`--sandbox` for the runs of `orch run --sandbox`" in unknown.stderr
 
 
 def test_no_setting_of_the_developer_reaches_orch(

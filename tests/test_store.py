@@ -537,7 +537,7 @@ def test_resolve_run_id_by_full_id_or_unique_prefix(session_factory, three_runs,
     [
         ("1234", "'1234' matches 2 runs: give more characters"),
         ("12345678-AAAA", "'12345678-AAAA' matches 2 runs"),
-        ("ffff", "no run matches 'ffff': see `orch runs list`"),
+        ("ffff", "no run matches 'ffff': see `orch runs list` (`--sandbox` for the runs of"),
         (str(uuid.UUID(int=7)), "no run matches"),
         ("abc", "at least its first 4 hex characters"),
         ("abcx", "'abcx' is not a run id"),
