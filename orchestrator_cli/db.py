@@ -11,10 +11,12 @@ Durability: every transaction's commit is on disk when it returns (SQLite in WAL
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +62,21 @@ def _durable_by_default(dbapi_connection: Any, _record: Any, _proxy: Any) -> Non
         cursor.close()
 
 
+# Every engine this process made and still holds, closed at exit (`_close_at_exit`).
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Close every pooled connection as the process exits. The last connection to a SQLite
+    database folds the write-ahead log into the database file and removes `-wal` and `-shm`,
+    so the file alone holds every committed row (a backup that copies only `orch.db` loses
+    nothing); PostgreSQL sees each connection end cleanly."""
+    for engine in list(_ENGINES):
+        with suppress(SQLAlchemyError, OSError):
+            engine.dispose()
+
+
 def make_engine(url: str) -> Engine:
     """An engine for `url`; for SQLite the file's directory is created and foreign keys enforced."""
     try:
@@ -78,6 +95,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(sa_url)
         event.listen(engine, "connect", _set_sqlite_pragmas)
         event.listen(engine, "checkout", _durable_by_default)
+        _ENGINES.add(engine)
         return engine
     if sa_url.drivername == "postgresql":
         # SQLAlchemy 2.1 picks psycopg 3 for a bare postgresql://; orch ships psycopg2.
@@ -90,9 +108,11 @@ def make_engine(url: str) -> Engine:
     ):
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
     try:
-        return create_engine(sa_url, pool_pre_ping=True, connect_args=connect_args)
+        engine = create_engine(sa_url, pool_pre_ping=True, connect_args=connect_args)
     except ArgumentError as exc:  # e.g. a driver that is not installed
         raise ConfigError(f"DATABASE_URL: {mask_url(url)}: {exc}") from exc
+    _ENGINES.add(engine)
+    return engine
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -311,6 +311,25 @@ def test_sandbox_flag_keeps_state_between_runs(tmp_path: Path) -> None:
     assert page["runs"][0]["run_id"] in shown.stdout
 
 
+def test_after_a_run_the_sqlite_file_alone_holds_it(tmp_path: Path, orch: Orch) -> None:
+    """The write-ahead log is folded into the database as orch exits: no `-wal` or `-shm` is
+    left, and a copy of the one file (a naive backup) has the run and its mappings."""
+    code, run = orch.json("run", "--symbols", SYMBOLS)
+    assert code == 0, run
+    assert sorted(p.name for p in tmp_path.glob("orch.db*")) == ["orch.db"]
+    copy = tmp_path / "copy.db"
+    copy.write_bytes((tmp_path / "orch.db").read_bytes())
+    engine = db.make_engine(f"sqlite:///{copy}")
+    try:
+        with engine.connect() as connection:
+            runs = connection.execute(select(OrchestrationRun.run_id)).scalars().all()
+            mappings = connection.execute(select(SignalOrderMapping.id)).scalars().all()
+    finally:
+        engine.dispose()
+    assert [str(r) for r in runs] == [run["run_id"]]
+    assert len(mappings) == len(run["mappings"])
+
+
 def test_a_sandbox_rehearsal_leaves_the_days_real_run_alone(
     tmp_path: Path, sandbox: Sandbox, database_url: str
 ) -> None:
