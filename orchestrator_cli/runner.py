@@ -67,7 +67,7 @@ from orchestrator_cli.schemas import (
     RunStatus,
 )
 from orchestrator_cli.services import RunServices
-from orchestrator_cli.settlement import UNSETTLED, Settlement, refresh_run
+from orchestrator_cli.settlement import UNSETTLED, VANISHED, Settlement, refresh_run
 from orchestrator_cli.submission import PendingOrder, Submitter
 
 logger = logging.getLogger(__name__)
@@ -576,16 +576,15 @@ class SyncOutcome:
 
     result: RunResult
     orders: int
-    unsettled: list[str]  # "client_order_id: why", for each order the gateway did not answer
+    unsettled: list[str]  # "client_order_id: why", for each order the gateway did not settle
 
 
 def sync_run(run_id: uuid.UUID, execution: Execution, services: RunServices) -> SyncOutcome:
     """Refresh every order of a run from the gateway and re-derive its counts and status.
 
-    Sync never sends: an order the gateway has never seen keeps its state (resume sends it).
-    A run still in progress keeps `running`. Orders the gateway could not be asked about keep
-    their records and are listed in the outcome.
-    """
+    Sync never sends: an order the gateway has never seen keeps its state (resume sends it);
+    a run still in progress keeps `running`. Orders the gateway could not be asked about, or
+    accepted but no longer knows (`VANISHED`), keep their records and are listed."""
     info = _read_run(services, run_id)
     with _transaction(services, "reading the run") as session:
         rows = store.order_rows(session, [run_id])
@@ -597,4 +596,5 @@ def sync_run(run_id: uuid.UUID, execution: Execution, services: RunServices) -> 
     with _transaction(services, "reading the run") as session:
         result = store.load_run(session, run_id)
     unsettled = [f"{row.client_order_id}: {exc}" for row, exc in settlement.unsettled]
+    unsettled += [f"{row.client_order_id}: {VANISHED}" for row in settlement.vanished]
     return SyncOutcome(result, len(rows), unsettled)

@@ -26,6 +26,11 @@ logger = logging.getLogger(__name__)
 
 # Orders that may be at the gateway without the run knowing their fate.
 UNSETTLED = (OutcomeKind.PLANNED, OutcomeKind.UNKNOWN)
+# An order the gateway accepted, looked up there again and not found (404).
+VANISHED = (
+    "recorded accepted by the gateway, which now has no order with this id (is "
+    "EXECUTION_GATEWAY_URL the gateway that took it?)"
+)
 
 
 class Settlement:
@@ -36,6 +41,9 @@ class Settlement:
         self._concurrency = concurrency
         # Orders the gateway could not be asked about, with why: their records stay as they were.
         self.unsettled: list[tuple[store.OrderRow, ServiceError]] = []
+        # Orders recorded accepted that the gateway says it has never seen: a contradiction
+        # (another gateway than the one that took them, or one that lost them) to report.
+        self.vanished: list[store.OrderRow] = []
 
     def settle(self, rows: Sequence[store.OrderRow]) -> list[store.OrderRow]:
         """Ask the gateway about each order; record what it has, return those it never saw."""
@@ -66,6 +74,8 @@ class Settlement:
                     self.unsettled.append((row, answer))
                 elif answer is None:
                     never_arrived.append(row)
+                    if row.outcome == OutcomeKind.ACCEPTED:
+                        self.vanished.append(row)
                 else:
                     found.append((row, answer))
         self._record(found)

@@ -328,3 +328,21 @@ def test_an_interrupt_names_the_command_that_finishes_this_run(
     text = cli.interrupted_text(ctx, RunInterrupted("RID"))  # type: ignore[arg-type]
     assert again in text
     assert f"{resume} settles and finishes the run" in text
+
+
+def test_sync_against_a_gateway_that_never_saw_the_orders_exits_1_and_keeps_them(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Orders the gateway accepted, looked up at another gateway (one that says 404 to each):
+    not "never arrived" and not quietly accepted either, but named, with their records kept."""
+    done = invoke("run", "--symbols", "AAPL,MSFT,GOOGL", "--json")
+    assert done.exit_code == 0, done.output
+    run = json.loads(done.stdout)
+    orders = [m for m in run["mappings"] if m["client_order_id"]]
+    with Sandbox() as other:
+        monkeypatch.setenv("EXECUTION_GATEWAY_URL", other.gateway_url)
+        synced = invoke("runs", "sync", run["run_id"], "--json")
+    assert synced.exit_code == 1, synced.output
+    assert json.loads(synced.stdout)["num_orders_accepted"] == run["num_orders_accepted"]
+    assert f"could not settle {len(orders)} of {len(orders)} orders" in synced.stderr
+    assert "which now has no order with this id (is EXECUTION_GATEWAY_URL" in synced.stderr
