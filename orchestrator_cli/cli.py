@@ -33,7 +33,7 @@ from rich.markup import escape
 
 from orchestrator_cli import __version__, logs
 from orchestrator_cli.errors import ConfigError, ExitCode, OrchError, RunInterrupted, ServiceError
-from orchestrator_cli.terminal import err, order_progress, out, setup_logging
+from orchestrator_cli.terminal import err, order_progress, out, setup_logging, stop_writing
 
 if TYPE_CHECKING:
     from orchestrator_cli.clock import MarketClosed
@@ -150,8 +150,11 @@ class _Stdout:
 
 
 def emit_json(document: str) -> None:
-    """Exactly one JSON document on stdout."""
-    typer.echo(document)
+    """Exactly one JSON document on stdout (dropped if its reader has gone)."""
+    try:
+        typer.echo(document)
+    except BrokenPipeError:
+        stop_writing(sys.stdout)
     _Stdout.document_printed = True
 
 
@@ -565,8 +568,7 @@ def runs_sync(
             )
 
 
-# `orch sandbox`, `orch health`, `orch config` and `orch db upgrade` live in cli_tools.py; importing
-# it registers them.
+# cli_tools.py holds `orch sandbox`, `health`, `config` and `db upgrade`; importing registers them.
 from orchestrator_cli import cli_tools  # noqa: E402, F401
 
 

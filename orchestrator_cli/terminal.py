@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import IO, TYPE_CHECKING, TextIO
 
 from rich.console import Console
 
@@ -51,8 +51,27 @@ def console_width(stream: TextIO) -> int | None:
         return LOG_WIDTH
 
 
-out = Console(highlight=False, width=console_width(sys.stdout))
-err = Console(stderr=True, highlight=False, width=console_width(sys.stderr))
+def stop_writing(stream: IO[str]) -> None:
+    """The reader of `stream` has gone (`orch runs list | head -1`): what is left to write is
+    dropped, so the command still ends with its own exit code (a recorded run's)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stream.fileno())  # the interpreter's last flush must not fail either
+    finally:
+        os.close(devnull)
+
+
+class _Console(Console):
+    """Rich's console, except that a reader going away (a broken pipe) is not a failure:
+    Rich's own handling exits 1, which cron and alerting would read as a failed run."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        stop_writing(self.file)
+
+
+out = _Console(highlight=False, width=console_width(sys.stdout))
+err = _Console(stderr=True, highlight=False, width=console_width(sys.stderr))
 
 OrderProgress = Callable[[int, int], None]
 

@@ -570,3 +570,29 @@ def test_a_lone_surrogate_from_the_signal_service_fails_the_run_cleanly(
     assert run["status"] == "failed"  # finished and recorded, not left `running`
     assert "'x\\ud800'" in run["error_message"]
     assert sandbox.state.post_attempts == 0
+
+
+@pytest.mark.parametrize("output", [(), ("--json",)])
+def test_a_reader_that_stops_early_does_not_fail_the_command(
+    orch: Orch, output: tuple[str, ...]
+) -> None:
+    """`orch run | head -1`: the run is recorded whatever happens to its output, so a reader
+    going away (stdout closed before orch writes) leaves the run's own exit code, 0 here."""
+    command = orch.command("run", "--symbols", SYMBOLS, *output)
+    with subprocess.Popen(
+        command,
+        cwd=orch.cwd,
+        env=orch.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        process.stdout.close()
+        stderr = process.stderr.read()
+        assert process.wait(timeout=60) == 0, stderr
+    assert "Error" not in stderr
+    code, page = orch.json("runs", "list")
+    assert (code, [r["status"] for r in page["runs"]]) == (0, ["completed"])
