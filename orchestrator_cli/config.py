@@ -278,6 +278,21 @@ class Settings(BaseSettings):
                 f"{shown!r} is not a database URL (postgresql://user:password@host:5432/db; "
                 "percent-encode special characters in the password)"
             ) from None
+        if url.drivername not in ("sqlite", "postgresql", "postgresql+psycopg2"):
+            raise ValueError(
+                f"{shown!r}: orch connects with sqlite:/// or postgresql:// (psycopg2), not "
+                f"{url.drivername}"
+            )
+        if "@" in (url.host or ""):  # the host would hold the rest of the password
+            raise ValueError(f"{shown!r}: percent-encode an @ in the password as %40")
+        database = url.database or ""
+        if url.drivername == "sqlite" and (
+            database in ("", ":memory:") or url.query.get("mode") == "memory"
+        ):
+            raise ValueError(
+                f"{shown!r} is an in-memory database, which keeps no record once orch exits: "
+                "give a file, e.g. sqlite:////var/lib/orch/orch.db"
+            )
         return value
 
     @field_validator("market_calendar")
@@ -300,6 +315,7 @@ class Settings(BaseSettings):
 
 
 _USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>.*)@(?P<rest>[^@]*)$")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 def mask_url(url: str) -> str:
@@ -307,6 +323,7 @@ def mask_url(url: str) -> str:
 
     The user part runs to the last `@`, so a password holding `@`, `#` or `/` is masked whole.
     """
+    url = _QUERY_PASSWORD.sub(r"\1***", url)  # libpq also takes ?password=
     match = _USERINFO.match(url)
     if match is None or ":" not in match["userinfo"]:
         return url

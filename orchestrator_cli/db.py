@@ -265,7 +265,8 @@ def prepare_database(engine: Engine) -> None:
                 upgrade_database(engine)
         return
     raise DatabaseNotMigratedError(
-        f"database {_shown(engine)} is at revision {current or 'empty'}, this orch needs {head}: "
+        f"database {_shown(engine)} is "
+        f"{f'at migration {current}' if current else 'not migrated yet'}, this orch needs {head}: "
         "run `orch db upgrade`"
     )
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator_cli.config import mask_url
+from orchestrator_cli.config import load_settings, mask_url
+from orchestrator_cli.errors import ConfigError
 
 
 @pytest.mark.parametrize(
@@ -17,10 +18,41 @@ from orchestrator_cli.config import mask_url
         ("http://host:8001", "http://host:8001"),
         ("sqlite:////tmp/a@b.db", "sqlite:////tmp/a@b.db"),
         ("postgresql://orch@db/x", "postgresql://orch@db/x"),
+        (
+            "postgresql://u:pw@h/db?password=S3&sslmode=x",
+            "postgresql://u:***@h/db?password=***&sslmode=x",
+        ),
+        ("postgresql:///db?host=h&PASSWORD=S3", "postgresql:///db?host=h&PASSWORD=***"),
     ],
 )
 def test_mask_url_hides_every_password(url, shown):
     assert mask_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("sqlite:///", "is an in-memory database, which keeps no record once orch exits"),
+        ("sqlite:///:memory:", "is an in-memory database"),
+        ("sqlite:///file:x?mode=memory&uri=true", "is an in-memory database"),
+        ("postgresql+asyncpg://u@h/db", "not postgresql+asyncpg"),
+        ("postgresql+psycopg://u@h/db", "not postgresql+psycopg"),
+        ("postgresql://u:pa@ss@h/db", "percent-encode an @ in the password as %40"),
+    ],
+)
+def test_a_database_url_orch_cannot_keep_records_in_is_refused(url, problem):
+    """Refused with the settings (exit 4), before anything is contacted: an in-memory
+    database would let an order go out with no durable record of it."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"database_url": url}, database_url="DATABASE_URL")
+    assert problem in str(caught.value)
+    assert "ss@h" not in str(caught.value)
+
+
+def test_the_database_urls_orch_uses_are_accepted():
+    for url in ("sqlite:////tmp/orch.db", "postgresql://u:p%40ss@h:5432/db"):
+        assert load_settings({"database_url": url}).database_url == url
+    assert load_settings({"database_url": "postgresql+psycopg2://h/db"}).database_url
 
 
 def test_dry_run_is_accepted_but_never_in_flight():

@@ -34,7 +34,7 @@ def test_empty_postgresql_database_is_never_migrated_implicitly(new_postgres_dat
     finally:
         engine.dispose()
     message = str(caught.value)
-    assert "is at revision empty" in message
+    assert "is not migrated yet, this orch needs" in message
     assert f"needs {db.head_revision()}" in message
     assert "run `orch db upgrade`" in message
 
