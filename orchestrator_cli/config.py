@@ -120,7 +120,8 @@ class Settings(BaseSettings):
     order_concurrency: int = Field(default=8, ge=1, le=64)
 
     run_deadline_seconds: float = Field(default=300.0, gt=0, le=DAY_SECONDS, allow_inf_nan=False)
-    lock_stale_seconds: float = Field(default=60.0, gt=0, le=DAY_SECONDS, allow_inf_nan=False)
+    # At least locking.MIN_STALE_SECONDS: a holder confirms its hold well within it.
+    lock_stale_seconds: float = Field(default=60.0, ge=10, le=DAY_SECONDS, allow_inf_nan=False)
 
     # The exchange calendar (an exchange_calendars code, checked when first used): on a day
     # without a session a run sends nothing, and no order goes out after the session's close.

@@ -8,7 +8,15 @@ machine's own, so a host whose clock is ahead cannot think a live holder's heart
 A holder on this host is dead exactly when its process is gone (or a zombie awaiting its
 parent): a run killed a moment ago is taken over at once, and a live one is never taken over,
 however old its heartbeat looks. A holder on another host is dead when its heartbeat is older
-than LOCK_STALE_SECONDS.
+than LOCK_STALE_SECONDS (at least MIN_STALE_SECONDS).
+
+A holder sends orders only while its hold is confirmed (`RunLock.permit`): the heartbeat
+confirms it every HEARTBEAT_SECONDS at most, and an order due when the last confirmation is
+older than LEASE_SECONDS (a process paused, a starved thread) waits for a fresh one. Both are
+under half of the shortest LOCK_STALE_SECONDS any host may use, so no other host can have
+judged the holder dead while it still sends; a holder that finds the lock taken, or cannot
+confirm it, sends nothing more. Without this, a run paused past LOCK_STALE_SECONDS and taken
+over by another host went on to send the rest of its plan beside the new run's.
 
 The row's SQL is here too, next to the policy that is its only user: `RunLock` opens a short
 transaction of its own for each step (take, read, take over, beat, release).
@@ -20,11 +28,14 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, text, update
 from sqlalchemy.exc import IntegrityError
@@ -34,7 +45,16 @@ from orchestrator_cli import db
 from orchestrator_cli.errors import DatabaseError, RunInProgressError
 from orchestrator_cli.models import RunLockRow
 
+if TYPE_CHECKING:
+    from orchestrator_cli.services import RunServices
+
 logger = logging.getLogger(__name__)
+
+# The shortest LOCK_STALE_SECONDS (config's bound), and how often and how recently a holder
+# confirms its hold: both under half of it, whatever LOCK_STALE_SECONDS each host uses.
+MIN_STALE_SECONDS = 10.0
+HEARTBEAT_SECONDS = 2.5
+LEASE_SECONDS = 4.0
 
 
 # --- The lock's row -----------------------------------------------------------------------------
@@ -203,6 +223,10 @@ class RunLock:
         self.holder = holder_id()
         self._stop = threading.Event()
         self._beater: threading.Thread | None = None
+        self._confirmed = time.monotonic()  # when the hold was last confirmed
+        self._confirming = threading.Lock()  # one confirmation at a time; the others wait
+        self._lost = ""  # why orders may no longer go out, once they may not
+        self._on_lost: Callable[[], None] = lambda: None
 
     def _describe(self, lock: LockHolder, now: datetime) -> str:
         age = (now - lock.heartbeat_at).total_seconds()
@@ -213,6 +237,7 @@ class RunLock:
 
     def acquire(self) -> None:
         """Take the lock, or take it over from a dead holder; RunInProgressError if alive."""
+        self._confirmed = time.monotonic()
         strategy_id, as_of_date = self.strategy_id, self.as_of_date
         for _ in range(3):
             try:
@@ -270,6 +295,49 @@ class RunLock:
         self.run_id = run_id
         self._beat()
 
+    def guard(self, services: RunServices) -> RunServices:
+        """`services` whose orders go out only while this lock is held (`permit`); orders
+        waiting for their turn at the gateway give up as soon as it is found lost."""
+        self._on_lost = services.stop_waiting
+        return replace(services, send_permit=self.permit)
+
+    def permit(self) -> str | None:
+        """None while an order may go out under this lock, else why not: the hold is confirmed
+        within LEASE_SECONDS (confirmed here first when it is not), and not found lost."""
+        if not self._lost and time.monotonic() - self._confirmed >= self._lease():
+            with self._confirming:
+                if not self._lost and time.monotonic() - self._confirmed >= self._lease():
+                    self._confirm(before_sending=True)
+        return self._lost or None
+
+    def _lease(self) -> float:
+        return min(LEASE_SECONDS, self.stale_after.total_seconds() / 2)
+
+    def _confirm(self, *, before_sending: bool = False) -> None:
+        """Beat the heartbeat; a lock found taken is lost. A heartbeat the database fails is
+        tried again at the next beat, unless an order is waiting for it: then it is lost too."""
+        started = time.monotonic()
+        try:
+            held = self._beat()
+        except DatabaseError as exc:
+            if not before_sending:
+                logger.warning("could not beat the run lock heartbeat: %s", exc)
+                return
+            self._lose(f"the run lock could not be confirmed ({exc})")
+            return
+        if held:
+            self._confirmed = started
+            return
+        self._lose(
+            f"the run lock of {self.strategy_id} for {self.as_of_date} was taken by another "
+            "process (this one was judged dead)"
+        )
+
+    def _lose(self, why: str) -> None:
+        self._lost = f"{why}; no further order is sent"
+        logger.error("%s", self._lost)
+        self._on_lost()
+
     def _beat(self) -> bool:
         with db.transaction(self.sessions, "beating the run lock heartbeat") as session:
             return _beat_lock(
@@ -282,14 +350,10 @@ class RunLock:
             )
 
     def _beat_forever(self) -> None:
-        interval = max(self.stale_after.total_seconds() / 4, 0.05)
-        while not self._stop.wait(interval):
-            try:
-                if not self._beat():
-                    logger.error("the run lock was taken by another process")
-                    return
-            except DatabaseError as exc:
-                logger.warning("could not beat the run lock heartbeat: %s", exc)
+        interval = max(min(HEARTBEAT_SECONDS, self.stale_after.total_seconds() / 4), 0.05)
+        while not self._stop.wait(interval) and not self._lost:
+            with self._confirming:
+                self._confirm()
 
     def release(self) -> None:
         self._stop.set()

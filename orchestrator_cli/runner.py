@@ -296,6 +296,7 @@ def execute_run(request: RunRequest, services: RunServices) -> RunOutcome:
     run_id = uuid.uuid4()
     lock = _lock(services, execution, spec.strategy_id, as_of, run_id) if mode.takes_lock else None
     with lock or nullcontext():
+        services = services if lock is None else lock.guard(services)
         _warn_unfinished_earlier(services, spec.strategy_id, as_of)
         day = _read_day(services, spec.strategy_id, as_of)
         decision = decide_day(day, spec, mode, force=execution.force)
@@ -548,13 +549,12 @@ def _resume_refusal(
 
 def resume_run(run_id: uuid.UUID, execution: Execution, services: RunServices) -> RunOutcome:
     """Continue a run from its recorded plan, under its strategy and date's run lock."""
-    run = ActiveRun(_read_run(services, run_id), services, execution)
-    locked = (
-        _lock(services, execution, run.strategy_id, run.as_of_date, run_id)
-        if run.mode.takes_lock
-        else nullcontext()
-    )
-    with locked:
+    info = _read_run(services, run_id)
+    lock: RunLock | None = None
+    if mode_of(info.dry_run).takes_lock:
+        lock = _lock(services, execution, info.strategy_id, info.as_of_date, run_id)
+    with lock or nullcontext():
+        run = ActiveRun(info, services if lock is None else lock.guard(services), execution)
         with _transaction(services, "reading the run") as session:
             info = store.run_info(session, run_id)
             day = store.runs_for_date(session, info.strategy_id, info.as_of_date)

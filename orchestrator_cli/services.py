@@ -65,3 +65,5 @@ class RunServices:
     # Called when the run stops sending (a halt, an interruption): requests waiting for their
     # turn at the gateway (rate limit, pacing) give up at once instead of going out late.
     stop_waiting: Callable[[], None] = lambda: None
+    # Asked before each order goes out: why it may not (the run lock lost), or None.
+    send_permit: Callable[[], str | None] = lambda: None

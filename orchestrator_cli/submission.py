@@ -118,6 +118,9 @@ class Submitter:
         )
 
     def _send_one(self, order: OrderRequest) -> SubmitOutcome:
+        refusal = self._services.send_permit()
+        if refusal is not None:
+            self._stop(refusal)
         if self._halt.is_set():
             return self._blocked(order)
         deadline = self._execution.deadline

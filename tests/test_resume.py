@@ -23,11 +23,18 @@ from fakes import (
     services_for,
     signals_of,
 )
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from orchestrator_cli import store
+from orchestrator_cli import locking, store
 from orchestrator_cli.errors import ConfigError, RunInProgressError
-from orchestrator_cli.locking import LockHolder, database_now, holder_id, is_stale, pid_alive
+from orchestrator_cli.locking import (
+    LockHolder,
+    RunLock,
+    database_now,
+    holder_id,
+    is_stale,
+    pid_alive,
+)
 from orchestrator_cli.models import OrchestrationRun, RunLockRow, SignalOrderMapping
 from orchestrator_cli.runner import execute_run, resume_run, sync_run
 
@@ -431,3 +438,46 @@ def test_a_resumed_run_reports_its_own_duration_and_the_time_since_it_started(
     assert result.duration_seconds < 5  # the resume's own time, not 358 s
     assert result.elapsed_seconds is not None
     assert result.elapsed_seconds >= 358
+
+
+def test_a_run_whose_lock_was_taken_over_sends_nothing_more(session_factory, monkeypatch):
+    """Another host judged this run dead (a pause past LOCK_STALE_SECONDS) and took its lock:
+    the next order finds the hold unconfirmed, and nothing more goes out beside the new run's."""
+    monkeypatch.setattr(locking, "LEASE_SECONDS", 0.0)  # every order confirms the hold first
+    gateway = FakeGateway()
+
+    def take_over_after_the_first(_order):
+        if len(gateway.sent) == 1:
+            with session_factory.begin() as session:
+                session.execute(update(RunLockRow).values(holder="other-host:1"))
+
+    gateway.on_submit = take_over_after_the_first
+    outcome = execute_run(
+        make_request(["AAPL", "MSFT", "GOOGL"]),
+        services(session_factory, gateway),
+    )
+    assert len(gateway.sent) == 2  # the first, and the one already on its way
+    assert outcome.result.status != "completed"
+    blocked = [m for m in outcome.result.mappings if m.order_status == "blocked"]
+    assert len(blocked) == 1
+    assert "was taken by another process" in (blocked[0].detail or "")
+
+
+def test_a_held_lock_is_confirmed_without_the_database_within_its_lease(session_factory):
+    lock = RunLock(
+        session_factory,
+        strategy_id="alpha_baseline",
+        as_of_date=AS_OF,
+        run_id=uuid.uuid4(),
+        stale_after=timedelta(seconds=60),
+    )
+    with lock:
+        assert lock.permit() is None
+        with session_factory.begin() as session:
+            session.execute(update(RunLockRow).values(holder="other-host:1"))
+        assert lock.permit() is None  # confirmed a moment ago: no read per order
+        lock._confirmed -= locking.LEASE_SECONDS  # as after a pause
+        reason = lock.permit()
+        assert reason is not None
+        assert "taken by another process" in reason
+        assert lock.permit() == reason  # lost for good
