@@ -119,6 +119,7 @@ class Settlement:
 
         Their orders that may have reached the gateway are settled first (and the runs'
         counts refreshed); one the gateway never saw is recorded as not sent: its run is over.
+        One the gateway cannot be asked about raises ServiceError: nothing may be planned.
         """
         if not earlier:
             return {}
@@ -134,6 +135,14 @@ class Settlement:
             return {}
         self._services.progress(f"checking {len(rows)} orders of earlier runs at the gateway")
         never_arrived = [r.mapping_id for r in self.settle(rows)]
+        if self.unsettled:  # their fate unknown, they would be planned (and sent) again
+            row, exc = self.unsettled[0]
+            raise ServiceError(
+                f"could not ask the gateway about {len(self.unsettled)} order(s) of earlier "
+                f"runs (first: {row.client_order_id} of run {row.run_id}: {exc}); planning now "
+                "could order them a second time, so nothing was sent: `orch run` again once "
+                "the gateway answers"
+            )
         self.mark_not_sent(never_arrived, f"not at the gateway when run {checked_by} checked it")
         for run_id in run_ids:
             refresh_run(self._services, run_id)

@@ -481,3 +481,19 @@ def test_a_held_lock_is_confirmed_without_the_database_within_its_lease(session_
         assert reason is not None
         assert "taken by another process" in reason
         assert lock.permit() == reason  # lost for good
+
+
+def test_a_rerun_that_cannot_settle_earlier_orders_plans_nothing(session_factory):
+    """An earlier run's order of unknown outcome, which the gateway cannot be asked about
+    (not yet in positions either): planning now could order the same intent twice."""
+    gateway = FakeGateway(answers={"AAPL": "unreachable"})
+    first = execute_run(make_request(["AAPL", "MSFT", "GOOGL"]), services(session_factory, gateway))
+    assert first.result.status != "completed"
+    sent = len(gateway.sent)
+    again = execute_run(make_request(["AAPL", "MSFT", "GOOGL"]), services(session_factory, gateway))
+    assert again.result.status == "failed"
+    assert len(gateway.sent) == sent  # nothing more
+    assert "could not ask the gateway about 1 order(s) of earlier runs" in (
+        again.result.error_message or ""
+    )
+    assert again.result.mappings == []
