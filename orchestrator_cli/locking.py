@@ -1,7 +1,9 @@
 """The run lock: one run at a time per strategy and trading date, on any machine.
 
 The lock is a row in `run_locks` keyed by (strategy, date), so the database enforces it for
-every process that shares the database, SQLite or PostgreSQL. Its holder (`host:pid`) beats
+every process that shares the database, SQLite or PostgreSQL. A run for an earlier date
+(`--as-of`) holds today's lock too (`holding`): its orders go out today, into the account
+today's run trades. Its holder (`host:pid`) beats
 a heartbeat while it runs. Heartbeats are written and judged by the database's clock, never a
 machine's own, so a host whose clock is ahead cannot think a live holder's heartbeat old.
 
@@ -30,7 +32,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -296,10 +299,12 @@ class RunLock:
         self._beat()
 
     def guard(self, services: RunServices) -> RunServices:
-        """`services` whose orders go out only while this lock is held (`permit`); orders
-        waiting for their turn at the gateway give up as soon as it is found lost."""
+        """`services` whose orders go out only while this lock is held (`permit`), as well as
+        what they already asked; orders waiting for their turn at the gateway give up as soon
+        as it is found lost."""
         self._on_lost = services.stop_waiting
-        return replace(services, send_permit=self.permit)
+        asked = services.send_permit
+        return replace(services, send_permit=lambda: asked() or self.permit())
 
     def permit(self) -> str | None:
         """None while an order may go out under this lock, else why not: the hold is confirmed
@@ -386,3 +391,29 @@ class RunLock:
         traceback: TracebackType | None,
     ) -> None:
         self.release()
+
+
+@contextmanager
+def holding(
+    services: RunServices,
+    *,
+    strategy_id: str,
+    days: Sequence[date],
+    run_id: uuid.UUID,
+    stale_after: timedelta,
+) -> Iterator[tuple[RunServices, list[RunLock]]]:
+    """Hold the run lock of `strategy_id` for each of `days` (oldest first) for the block;
+    yield `services` whose orders go out only while every one of them is held."""
+    with ExitStack() as stack:
+        locks = []
+        for day in sorted(set(days)):
+            lock = RunLock(
+                services.sessions,
+                strategy_id=strategy_id,
+                as_of_date=day,
+                run_id=run_id,
+                stale_after=stale_after,
+            )
+            services = stack.enter_context(lock).guard(services)
+            locks.append(lock)
+        yield services, locks

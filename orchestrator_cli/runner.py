@@ -54,7 +54,7 @@ from orchestrator_cli.errors import (
     RunInterrupted,
     ServiceError,
 )
-from orchestrator_cli.locking import RunLock
+from orchestrator_cli.locking import RunLock, holding
 from orchestrator_cli.mode import RunMode, mode_of
 from orchestrator_cli.phases import PhaseTimer
 from orchestrator_cli.request import Execution, RunRequest, RunSpec
@@ -98,13 +98,15 @@ def _transaction(services: RunServices, what: str) -> AbstractContextManager[Ses
     return db.transaction(services.sessions, what)
 
 
-def _lock(
+def _locked(
     services: RunServices, execution: Execution, strategy_id: str, as_of: date, run_id: uuid.UUID
-) -> RunLock:
-    return RunLock(
-        services.sessions,
+) -> AbstractContextManager[tuple[RunServices, list[RunLock]]]:
+    """The run locks of a run that sends: its date's, and today's when its date is earlier."""
+    today = trading_date(services.clock())
+    return holding(
+        services,
         strategy_id=strategy_id,
-        as_of_date=as_of,
+        days=[as_of, max(as_of, today)],
         run_id=run_id,
         stale_after=timedelta(seconds=execution.lock_stale_seconds),
     )
@@ -294,9 +296,8 @@ def execute_run(request: RunRequest, services: RunServices) -> RunOutcome:
     as_of = spec.as_of_date or trading_date(services.clock())
     mode = mode_of(spec.dry_run)
     run_id = uuid.uuid4()
-    lock = _lock(services, execution, spec.strategy_id, as_of, run_id) if mode.takes_lock else None
-    with lock or nullcontext():
-        services = services if lock is None else lock.guard(services)
+    locked = _locked(services, execution, spec.strategy_id, as_of, run_id)
+    with locked if mode.takes_lock else nullcontext((services, [])) as (services, locks):
         _warn_unfinished_earlier(services, spec.strategy_id, as_of)
         day = _read_day(services, spec.strategy_id, as_of)
         decision = decide_day(day, spec, mode, force=execution.force)
@@ -306,7 +307,7 @@ def execute_run(request: RunRequest, services: RunServices) -> RunOutcome:
         if isinstance(action, NewRun):
             return RunOutcome(_new_run(request, services, run_id, as_of, action), "ran")
         if isinstance(action, Resume):
-            if lock is not None:
+            for lock in locks:
                 lock.point_to(action.run.run_id)
             return _resume_interrupted(action.run, request, services)
         if isinstance(action, AlreadyCompleted):
@@ -550,11 +551,9 @@ def _resume_refusal(
 def resume_run(run_id: uuid.UUID, execution: Execution, services: RunServices) -> RunOutcome:
     """Continue a run from its recorded plan, under its strategy and date's run lock."""
     info = _read_run(services, run_id)
-    lock: RunLock | None = None
-    if mode_of(info.dry_run).takes_lock:
-        lock = _lock(services, execution, info.strategy_id, info.as_of_date, run_id)
-    with lock or nullcontext():
-        run = ActiveRun(info, services if lock is None else lock.guard(services), execution)
+    locked = _locked(services, execution, info.strategy_id, info.as_of_date, run_id)
+    with locked if mode_of(info.dry_run).takes_lock else nullcontext((services, [])) as held:
+        run = ActiveRun(info, held[0], execution)
         with _transaction(services, "reading the run") as session:
             info = store.run_info(session, run_id)
             day = store.runs_for_date(session, info.strategy_id, info.as_of_date)

@@ -23,7 +23,7 @@ from fakes import (
     services_for,
     signals_of,
 )
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from orchestrator_cli import locking, store
 from orchestrator_cli.errors import ConfigError, RunInProgressError
@@ -497,3 +497,19 @@ def test_a_rerun_that_cannot_settle_earlier_orders_plans_nothing(session_factory
         again.result.error_message or ""
     )
     assert again.result.mappings == []
+
+
+def test_a_run_for_an_earlier_date_waits_for_todays_run(session_factory):
+    """Its orders go out today, into the account today's run is trading: one at a time."""
+    put_lock(session_factory, "elsewhere:4242", timedelta(seconds=5))  # today's, alive
+    gateway = FakeGateway()
+    earlier = make_request(["AAPL", "MSFT", "GOOGL"], as_of_date=AS_OF - timedelta(days=1))
+    with pytest.raises(RunInProgressError):
+        execute_run(earlier, services(session_factory, gateway))
+    assert gateway.sent == []
+    with session_factory.begin() as session:
+        session.execute(delete(RunLockRow))
+    done = execute_run(earlier, services(session_factory, gateway))
+    assert done.result.status == "completed"
+    with session_factory() as session:
+        assert session.scalars(select(RunLockRow)).all() == []  # both released
