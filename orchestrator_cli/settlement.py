@@ -56,12 +56,11 @@ class Settlement:
                 answer = gateway.get_order(row.client_order_id)
             except ServiceError as exc:
                 return exc
-            filled = None if answer is None else answer.filled_qty
-            if filled is not None and not 0 <= filled <= row.qty:
-                return ServiceError(
-                    f"the gateway's answer is a bad payload: filled_qty {filled} is outside "
-                    f"0..{row.qty}, the order's quantity"
-                )
+            if answer is None:
+                return None
+            problem = unlike(row, answer)
+            if problem is not None:
+                return ServiceError(f"the gateway's answer is a bad payload: {problem}")
             return answer
 
         never_arrived = []
@@ -157,6 +156,26 @@ class Settlement:
             signed = remaining if row.side == "buy" else -remaining
             open_shares[row.symbol] = open_shares.get(row.symbol, Decimal(0)) + signed
         return open_shares
+
+
+def unlike(row: store.OrderRow, answer: OrderDetail) -> str | None:
+    """How the gateway's record of an order contradicts the recorded one (another symbol,
+    side or quantity, or a fill outside 0..its quantity), or None: such a record is not
+    taken, as its fills would be booked against the wrong order."""
+    given = (answer.symbol, answer.side, answer.qty)
+    recorded = (row.symbol, row.side, Decimal(row.qty))
+    said = (
+        None if answer.symbol is None else answer.symbol.strip().upper(),
+        None if answer.side is None else answer.side.strip().lower(),
+        answer.qty,
+    )
+    if any(value is not None and value != mine for value, mine in zip(said, recorded, strict=True)):
+        shown = " ".join("?" if value is None else str(value)[:40] for value in given)
+        return f"it describes {shown!r}, not the recorded {row.side} {row.qty} {row.symbol}"
+    filled = answer.filled_qty
+    if filled is not None and not 0 <= filled <= row.qty:
+        return f"filled_qty {filled} is outside 0..{row.qty}, the order's quantity"
+    return None
 
 
 def filed_elsewhere(answer: OrderDetail, strategy_id: str) -> str | None:

@@ -37,6 +37,7 @@ from orchestrator_cli.locking import (
 )
 from orchestrator_cli.models import OrchestrationRun, RunLockRow, SignalOrderMapping
 from orchestrator_cli.runner import execute_run, resume_run, sync_run
+from orchestrator_cli.schemas import OrderDetail
 
 EXECUTION = make_request([]).execution
 SIGNALS = (("AAPL", "0.3"), ("MSFT", "0.3"), ("GOOGL", "0.3"))
@@ -513,3 +514,35 @@ def test_a_run_for_an_earlier_date_waits_for_todays_run(session_factory):
     assert done.result.status == "completed"
     with session_factory() as session:
         assert session.scalars(select(RunLockRow)).all() == []  # both released
+
+
+class MisdescribingGateway(FakeGateway):
+    """Answers a look-up with a record of another order (symbol, side or quantity)."""
+
+    def __init__(self, **change: object) -> None:
+        super().__init__()
+        self.change = change
+
+    def get_order(self, client_order_id: str) -> OrderDetail | None:
+        found = super().get_order(client_order_id)
+        return None if found is None else found.model_copy(update=self.change)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"symbol": "ZZZ"}, {"side": "sell"}, {"qty": Decimal(3), "filled_qty": Decimal(3)}],
+    ids=["symbol", "side", "qty"],
+)
+def test_a_look_up_describing_another_order_is_not_taken(session_factory, change):
+    """Its fills would be booked against the wrong order: the record stays, sync names it."""
+    gateway = MisdescribingGateway(**change)
+    outcome = execute_run(make_request(["AAPL"]), services(session_factory, gateway))
+    (order,) = [m for m in outcome.result.mappings if m.symbol == "AAPL"]
+    assert order.order_side == "buy"
+    gateway.answers = {"AAPL": "filled"}
+    synced = sync_run(outcome.result.run_id, EXECUTION, services(session_factory, gateway))
+    (after,) = [m for m in synced.result.mappings if m.symbol == "AAPL"]
+    assert (after.order_status, after.filled_qty) == (order.order_status, order.filled_qty)
+    why = next(text for text in synced.unsettled if text.startswith(order.client_order_id or "-"))
+    assert "bad payload: it describes" in why
+    assert f"not the recorded buy {order.order_qty} AAPL" in why
