@@ -85,6 +85,25 @@ def _exposure_problems(signals: Sequence[Signal]) -> list[str]:
     return problems
 
 
+def _count_problems(response: SignalResponse, request: SignalRequest) -> list[str]:
+    """More longs than the `top_n` asked for, or shorts than `bottom_n`, or metadata that
+    says other counts were used: orders for signals the run never asked for."""
+    problems = []
+    weights = [signal.target_weight for signal in response.signals]
+    for side, asked, said, count in (
+        ("long", request.top_n, response.metadata.top_n, sum(1 for w in weights if w > 0)),
+        ("short", request.bottom_n, response.metadata.bottom_n, sum(1 for w in weights if w < 0)),
+    ):
+        if asked is None:
+            continue
+        if count > asked:
+            problems.append(f"{count} {side} signals where {asked} were asked for")
+        if said is not None and said != asked:
+            flag = "top_n" if side == "long" else "bottom_n"
+            problems.append(f"metadata.{flag} is {said}, not the {asked} asked for")
+    return problems
+
+
 def _strategy_problem(served: str, strategy_id: str) -> str:
     return (
         f"metadata.strategy {served[:64]!r} is not the run's strategy {strategy_id!r}: the "
@@ -162,6 +181,7 @@ class SignalClient:
         except ValueError as exc:
             raise self._bad_payload(f"body is not valid JSON ({exc})") from exc
         problems = check_signals(parsed, request.symbols, as_of_date, strategy_id)
+        problems += _count_problems(parsed, request)
         if problems:
             raise self._bad_payload(listed_problems(problems))
         return parsed

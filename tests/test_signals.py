@@ -352,3 +352,32 @@ def test_response_detail(body, expected):
     response._content = body.encode()
     response.status_code = 400
     assert response_detail(response) == expected
+
+
+@pytest.mark.parametrize(
+    ("top_n", "bottom_n", "metadata", "reason"),
+    [
+        (0, 1, METADATA, "1 long signals where 0 were asked for"),
+        (1, 0, METADATA, "1 short signals where 0 were asked for"),
+        (
+            1,
+            2,
+            METADATA,
+            "metadata.bottom_n is 1, not the 2 asked for",
+        ),
+        (2, 1, METADATA.replace('"top_n": 1', '"top_n": 8'), "metadata.top_n is 8, not the 2"),
+    ],
+)
+def test_signals_beyond_the_longs_and_shorts_asked_for_are_refused(
+    rsps, client, top_n, bottom_n, metadata, reason
+):
+    """Orders for signals the run never asked for: the answer is a bad payload."""
+    add(rsps, payload(metadata=metadata))
+    with pytest.raises(SignalPayloadError) as caught:
+        client.fetch_signals(SYMBOLS, as_of_date=AS_OF, top_n=top_n, bottom_n=bottom_n)
+    assert reason in str(caught.value)
+
+
+def test_counts_not_asked_for_are_the_services_own(rsps, client):
+    add(rsps, payload(metadata=METADATA.replace('"top_n": 1', '"top_n": 8')))
+    assert len(client.fetch_signals(SYMBOLS, as_of_date=AS_OF).signals) == 3
