@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import io
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -341,12 +342,54 @@ def _describe(loc: tuple[int | str, ...], flags: dict[str, str]) -> str:
     return field.upper()
 
 
+ENV_FILE_MAX_BYTES = 1024 * 1024
+
+
+def check_env_file(path: Path = Path(".env")) -> None:
+    """Refuse a `.env` that would be read wrong rather than fail: python-dotenv skips a line it
+    cannot parse (`CAPITAL="100`, `CAPITAL: 5000`) with a warning naming no variable, and the
+    setting silently takes its default. A line that starts with a setting's name and cannot be
+    parsed, a file that is not UTF-8 text, too large, or not a regular file (a named pipe
+    would be waited on forever) is a ConfigError. Other programs' lines are left alone."""
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise ConfigError(f"{path} is not a regular file: make it one, or remove it")
+    from dotenv.parser import parse_stream
+
+    try:
+        with path.open("rb") as file:
+            data = file.read(ENV_FILE_MAX_BYTES + 1)
+        text = data.decode("utf-8-sig")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from exc
+    if len(data) > ENV_FILE_MAX_BYTES:
+        raise ConfigError(f"{path} is over {ENV_FILE_MAX_BYTES} bytes: is it the right file?")
+    known = {name.upper() for name in Settings.model_fields}
+    for binding in parse_stream(io.StringIO(text)):
+        name = _LEADING_NAME.match(binding.original.string)
+        if binding.error and name and name[1].upper() in known:
+            line = binding.original.line + binding.original.string[: name.start(1)].count("\n")
+            raise ConfigError(
+                f"{path} line {line} sets {name[1]} but cannot be read "
+                f"({binding.original.string.strip()[:60]!r}): write it as {name[1]}=value, "
+                "quotes closed"
+            )
+
+
+_LEADING_NAME = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)")
+
+
 def load_settings(flags: dict[str, Any] | None = None, **flag_names: str) -> Settings:
     """Build validated settings; `flags` are command-line values (None means not given).
 
     `flag_names` maps a field to the flag spelling used in error messages (e.g.
     `capital="--capital"`); a field given by flag is reported by its flag, else by its variable.
+    `.env` is checked first (`check_env_file`).
     """
+    check_env_file()
     given = {key: value for key, value in (flags or {}).items() if value is not None}
     named = {field: flag_names.get(field, f"--{field.replace('_', '-')}") for field in given}
     try:

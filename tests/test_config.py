@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from orchestrator_cli.config import load_settings, mask_url
@@ -108,3 +110,35 @@ def test_a_bad_pacing_rate_is_refused_naming_the_variable_or_flag(
     flag = {"gateway_max_orders_per_minute": value}
     with pytest.raises(ConfigError, match="--max-orders-per-minute"):
         load_settings(flag, gateway_max_orders_per_minute="--max-orders-per-minute")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'CAPITAL="100\n', ".env line 1 sets CAPITAL but cannot be read"),
+        (b"# capital\nCAPITAL: 5000\n", ".env line 2 sets CAPITAL but cannot be read"),
+        (b"X=1\n\nexport LONG_ONLY='true\n", ".env line 3 sets LONG_ONLY but cannot be read"),
+        (b"\xff\xfeC\x00A\x00", ".env is not UTF-8 text"),
+    ],
+)
+def test_an_env_file_that_would_be_read_wrong_is_refused(tmp_path, monkeypatch, content, message):
+    """python-dotenv skips a line it cannot parse, and the setting would silently take its
+    default (capital 100000 for a CAPITAL="100 typo)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert message in str(caught.value)
+
+
+def test_an_env_file_that_is_a_named_pipe_is_refused_not_waited_on(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    os.mkfifo(tmp_path / ".env")
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_settings()
+
+
+def test_other_programs_lines_in_env_file_are_left_alone(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text('OTHER_TOOL="unclosed\nSTRATEGY_ID=momentum\n')
+    assert load_settings().strategy_id == "momentum"
