@@ -8,6 +8,7 @@ contract is a bad payload, not something to coerce.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
@@ -47,11 +48,16 @@ def parse_json(text: str | bytes) -> Any:
         raise ValueError("JSON nested too deeply to read") from None
 
 
+# Control characters but tab and newline: C0 (NUL, BEL, ESC, CR...), DEL and C1 (CSI...).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def storable(text: str) -> str:
-    """`text` as both databases can hold it: a lone surrogate (what a JSON `\\ud800` in a
-    service's answer decodes to) and NUL (PostgreSQL refuses it in text) become their
-    backslash escapes; everything else is kept as it is."""
-    text = text.replace("\x00", "\\x00")
+    """`text` as both databases can hold it and any terminal can show it: a lone surrogate
+    (what a JSON `\\ud800` in a service's answer decodes to) and a control character (NUL,
+    which PostgreSQL refuses; ESC or BEL, which would drive the terminal of whoever reads the
+    audit trail or the log) become their backslash escapes; everything else is kept."""
+    text = _CONTROL.sub(lambda match: f"\\x{ord(match[0]):02x}", text)
     if text.isascii():
         return text
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -59,9 +65,10 @@ def storable(text: str) -> str:
 
 def _stored_as_given(value: str) -> str:
     """A short value kept as the service gave it (a status, an id) must fit its column as
-    it is: NUL or a lone surrogate there makes the answer unusable, not the write fail."""
+    it is: a control character or a lone surrogate there makes the answer unusable, not the
+    write fail."""
     if storable(value) != value:
-        raise ValueError("contains NUL or a lone surrogate, which cannot be recorded")
+        raise ValueError("contains a control character or a lone surrogate")
     return value
 
 

@@ -500,7 +500,7 @@ def resolve_run_id(session: Session, text: str) -> uuid.UUID:
     prefix = text.strip().lower().replace("-", "")
     if not _HEX_PREFIX.fullmatch(prefix):
         raise RunNotFoundError(
-            f"'{text}' is not a run id: give the run id or at least its first 4 hex characters "
+            f"{text!r} is not a run id: give the run id or at least its first 4 hex characters "
             "(see `orch runs list`)"
         )
     # Uuid is CHAR(32) hex on SQLite and a native uuid (text with hyphens) on PostgreSQL.
@@ -510,11 +510,11 @@ def resolve_run_id(session: Session, text: str) -> uuid.UUID:
     ).all()
     if not matches:
         raise RunNotFoundError(
-            f"no run matches '{text}': see `orch runs list` (`--sandbox` for the runs of "
+            f"no run matches {text!r}: see `orch runs list` (`--sandbox` for the runs of "
             "`orch run --sandbox`, which are kept in the sandbox's own database)"
         )
     if len(matches) > 1:
-        raise RunNotFoundError(f"'{text}' matches {len(matches)} runs: give more characters")
+        raise RunNotFoundError(f"{text!r} matches {len(matches)} runs: give more characters")
     return matches[0]
 
 

@@ -38,6 +38,7 @@ from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from orchestrator_cli.pacing import NotAdmittedError, RequestGate
+from orchestrator_cli.schemas import storable
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ def response_detail(response: requests.Response) -> str:
     else:
         detail = body.get("detail", body) if isinstance(body, dict) else body
         text = detail if isinstance(detail, str) else _compact(detail)
-    text = " ".join(text.split())
+    text = storable(" ".join(text.split()))  # no control character reaches a terminal
     if len(text) > DETAIL_LIMIT:
         text = text[: DETAIL_LIMIT - 3] + "..."
     return text or "no detail given"

@@ -167,7 +167,7 @@ LIMIT = {"error": "Position limit exceeded", "symbol": "AAPL", "limit": 1000, "r
             "unknown",
             200,
             "the Execution Gateway answered HTTP 200 with an unusable body: status: contains "
-            f"NUL or a lone surrogate, which cannot be recorded; {SETTLE}",
+            f"a control character or a lone surrogate; {SETTLE}",
             id="200-unrecordable-status",
         ),
         pytest.param(

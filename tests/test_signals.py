@@ -345,6 +345,12 @@ def test_an_invalid_request_is_refused_before_any_call(rsps, client):
         ('{"message": "nope", "code": 7}', "message=nope, code=7"),
         ("upstream   connect\nerror", "upstream connect error"),
         ("", "no detail given"),
+        # A terminal's escapes (clear screen, set title, colour) are shown, never obeyed.
+        (
+            '{"detail": "\\u001b[2J\\u001b]0;PWNED\\u0007 \\u001b[31mred"}',
+            r"\x1b[2J\x1b]0;PWNED\x07 \x1b[31mred",
+        ),
+        ("\x1b[31mred\x07", r"\x1b[31mred\x07"),
     ],
 )
 def test_response_detail(body, expected):

@@ -279,8 +279,9 @@ def test_record_outcome_keeps_the_first_send_time_and_checks_the_order(session_f
     assert (mapping.submitted_at, mapping.updated_at) == (first, later)
 
 
-ODD = "nul\x00 lone\ud800 caf\u00e9 \U0001f600"  # what a service's JSON can decode to
-ODD_STORED = "nul\\x00 lone\\ud800 caf\u00e9 \U0001f600"
+# What a service's JSON can decode to: NUL, a lone surrogate, a terminal's escape and bell.
+ODD = "nul\x00 lone\ud800 caf\u00e9 \U0001f600 \x1b[2J\x07 tab\tline\n"
+ODD_STORED = "nul\\x00 lone\\ud800 caf\u00e9 \U0001f600 \\x1b[2J\\x07 tab\tline\n"
 
 
 def test_free_text_a_database_cannot_hold_is_stored_escaped_alike(session_factory, make_plan):
