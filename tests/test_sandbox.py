@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from orchestrator_cli.auth import BearerAuth, InternalTokenAuth
+from orchestrator_cli.errors import ConfigError
 from orchestrator_cli.sandbox import Sandbox, SandboxFaults, SandboxState
 from orchestrator_cli.sandbox.state import OrderTicket
 from orchestrator_cli.transport import HttpClient
@@ -817,3 +818,19 @@ def test_health_control_api_and_market_data_are_never_checked(http: requests.Ses
         faults = http.post(f"{box.gateway_url}/_sandbox/faults", json={"latency_ms": 0}, timeout=5)
         assert faults.status_code == 200
         assert box.auth_failures == 0
+
+
+@pytest.mark.parametrize("content", ["garbage", "{}", "[]", '{"prices": 5}', None])
+def test_a_state_file_that_cannot_be_used_is_a_configuration_error(
+    tmp_path: Path, content: str | None
+) -> None:
+    """Refused (exit 4) naming the file and how to start afresh, not an internal error."""
+    path = tmp_path / "state.json"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_text(content)
+    with pytest.raises(ConfigError) as caught, Sandbox(state_file=path):
+        pass
+    assert f"the sandbox's state file {path} cannot be used" in str(caught.value)
+    assert "delete it (and its .journal) to start from a flat book" in str(caught.value)

@@ -352,7 +352,21 @@ class Sandbox:
         """Load the state file, bind the three ports (0 = any free one) and serve in threads."""
         if self._servers:
             raise RuntimeError("sandbox already started")
-        self.state.load()
+        try:
+            self.state.load()
+        except (
+            OSError,
+            ValueError,
+            LookupError,
+            TypeError,
+            AttributeError,
+            ArithmeticError,
+        ) as exc:
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+            raise ConfigError(
+                f"the sandbox's state file {self.state.path} cannot be used ({reason!r}): fix "
+                "it, or delete it (and its .journal) to start from a flat book"
+            ) from exc
         self._stopping.clear()
         handlers = (_SignalHandler, _GatewayHandler, _MarketHandler)
         try:
