@@ -261,10 +261,11 @@ def runs_table(page: RunPage, *, width: int = FULL_WIDTH) -> Table:
     table = Table(title=title)
     full = width >= FULL_WIDTH
     narrow = width < LIST_MEDIUM_WIDTH
-    counts: Sequence[str] = (
-        ("Signals", "Submitted", "Accepted", "Rejected") if full else ("Accepted/sent",)
-    )
-    for header in ("Run id", "Strategy", "Date", "Status", *counts, "Started (UTC)"):
+    # At 80 columns every character counts: the strategy must keep some room.
+    counts: Sequence[str] = ("Signals", "Submitted", "Accepted", "Rejected") if full else ()
+    counts = counts or (("Acc/sent",) if narrow else ("Accepted/sent",))
+    started_header = "Started UTC" if narrow else "Started (UTC)"
+    for header in ("Run id", "Strategy", "Date", "Status", *counts, started_header):
         table.add_column(header, no_wrap=header != "Strategy")
     for run in page.runs:
         started = "-"
@@ -284,10 +285,10 @@ def runs_table(page: RunPage, *, width: int = FULL_WIDTH) -> Table:
             numbers = [f"{run.num_orders_accepted}/{run.num_orders_submitted}"]
         table.add_row(
             run.run_id.hex[:8] if narrow else str(run.run_id),
-            Text(run.strategy_id),
+            Text(run.strategy_id, overflow="fold"),  # all of it, over lines if narrow
             str(run.as_of_date),
             Text(
-                f"{run.status} (dry run)" if run.dry_run else run.status,
+                f"{run.status} {'(dry)' if narrow else '(dry run)'}" if run.dry_run else run.status,
                 style=STATUS_STYLE.get(run.status, "white"),
             ),
             *numbers,

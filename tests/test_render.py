@@ -62,7 +62,7 @@ def run_text(result: RunResult, *, width: int = WIDTH) -> str:
 
 def runs_list_text(page: RunPage, *, width: int = WIDTH) -> str:
     """`orch runs list`."""
-    return console_text(lambda console: console.print(render.runs_table(page)), width=width)
+    return console_text(lambda console: render.print_runs(console, page), width=width)
 
 
 def summary_text(run: RunSummary) -> str:
@@ -683,14 +683,14 @@ def test_runs_list() -> None:
     assert runs_list_text(PAGE) == expected(
         """
                                                              Runs 3-6 of 9
-        ┏━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┳┳━━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━┓
-        ┃ Run id                             ┃┃ Date      ┃ Status  ┃ Signa… ┃ Submit… ┃ Accept… ┃ Rejec… ┃ Started (UTC)      ┃
-        ┡━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╇╇━━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━┩
-        │ 0b1c2d3e-4f50-4a6b-8c7d-8e9fa0b1c… ││ 2024-12-… │ running │ 12     │ 5       │ 5       │ 0      │ -                  │
-        │ 3a7f9c2e-1b4d-4e6f-8a0c-2d4f6b8e0… ││ 2024-12-… │ partial │ 7      │ 4       │ 1       │ 1      │ 2024-12-30 14:31:… │
-        │ c4e6a8b0-d2f4-4a6c-9e8b-0f2a4c6e8… ││ 2024-12-… │ comple… │ 8      │ 4       │ 4       │ 0      │ 2024-12-27 14:30:… │
-        │ 71d3f5b7-9a1c-4e3f-b5d7-f9a1c3e5b… ││ 2024-12-… │ failed  │ 0      │ 0       │ 0       │ 0      │ 2024-12-26 09:05:… │
-        └────────────────────────────────────┴┴───────────┴─────────┴────────┴─────────┴─────────┴────────┴────────────────────┘
+        ┏━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━━┳━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━┓
+        ┃ Run id                               ┃ Strategy       ┃ Date       ┃ Status    ┃ Accepted/sent ┃ Started (UTC)       ┃
+        ┡━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━━━╇━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━┩
+        │ 0b1c2d3e-4f50-4a6b-8c7d-8e9fa0b1c2d3 │ alpha_baseline │ 2024-12-31 │ running   │ 5/5           │ -                   │
+        │ 3a7f9c2e-1b4d-4e6f-8a0c-2d4f6b8e0a1c │ alpha_baseline │ 2024-12-30 │ partial   │ 1/4           │ 2024-12-30 14:31:02 │
+        │ c4e6a8b0-d2f4-4a6c-9e8b-0f2a4c6e8b1d │ momentum_v2    │ 2024-12-27 │ completed │ 4/4           │ 2024-12-27 14:30:59 │
+        │ 71d3f5b7-9a1c-4e3f-b5d7-f9a1c3e5b7d9 │ alpha_baseline │ 2024-12-26 │ failed    │ 0/0           │ 2024-12-26 09:05:00 │
+        └──────────────────────────────────────┴────────────────┴────────────┴───────────┴───────────────┴─────────────────────┘
         """
     )
 
@@ -704,17 +704,22 @@ def test_runs_list_marks_a_dry_run() -> None:
     )
     text = console_text(lambda console: render.print_runs(console, page), width=200)
     assert "completed (dry run)" in text
+    # At 80 columns the marker is shorter and the strategy keeps its room, folded if need be.
+    narrow = console_text(lambda console: render.print_runs(console, page), width=NARROW)
+    assert "completed (dry)" in narrow
+    strategy = [line.split("\u2502")[2].strip() for line in narrow.splitlines()[4:-1]]
+    assert "".join(strategy) == "alpha_baseline"
 
 
 def test_runs_list_empty_page() -> None:
     page = RunPage(runs=[], total=9, limit=50, offset=50)
     assert runs_list_text(page) == expected(
         """
-                                         No runs at offset 50 (9 in all)
-        ┏━━━━━━━━┳━━━━━━━━━━┳━━━━━━┳━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━━━━━━┓
-        ┃ Run id ┃ Strategy ┃ Date ┃ Status ┃ Signals ┃ Submitted ┃ Accepted ┃ Rejected ┃ Started (UTC) ┃
-        ┡━━━━━━━━╇━━━━━━━━━━╇━━━━━━╇━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━━━━━━┩
-        └────────┴──────────┴──────┴────────┴─────────┴───────────┴──────────┴──────────┴───────────────┘
+                           No runs at offset 50 (9 in all)
+        ┏━━━━━━━━┳━━━━━━━━━━┳━━━━━━┳━━━━━━━━┳━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━┓
+        ┃ Run id ┃ Strategy ┃ Date ┃ Status ┃ Accepted/sent ┃ Started (UTC) ┃
+        ┡━━━━━━━━╇━━━━━━━━━━╇━━━━━━╇━━━━━━━━╇━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━┩
+        └────────┴──────────┴──────┴────────┴───────────────┴───────────────┘
         """
     )
 
@@ -723,14 +728,14 @@ def test_runs_list_at_80_columns() -> None:
     assert runs_list_text(PAGE, width=NARROW) == expected(
         """
                                          Runs 3-6 of 9
-        ┏━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┳┳━━━━━┳━━━━━┳━━┳━━━━━┳━━━┳━━━━┳━━━━━━━━━━━━━━┓
-        ┃ Run id                         ┃┃ Da… ┃ St… ┃  ┃ Su… ┃ … ┃ R… ┃ Started (UT… ┃
-        ┡━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━╇╇━━━━━╇━━━━━╇━━╇━━━━━╇━━━╇━━━━╇━━━━━━━━━━━━━━┩
-        │ 0b1c2d3e-4f50-4a6b-8c7d-8e9fa… ││ 20… │ ru… │  │ 5   │ 5 │ 0  │ -            │
-        │ 3a7f9c2e-1b4d-4e6f-8a0c-2d4f6… ││ 20… │ pa… │  │ 4   │ 1 │ 1  │ 2024-12-30 … │
-        │ c4e6a8b0-d2f4-4a6c-9e8b-0f2a4… ││ 20… │ co… │  │ 4   │ 4 │ 0  │ 2024-12-27 … │
-        │ 71d3f5b7-9a1c-4e3f-b5d7-f9a1c… ││ 20… │ fa… │  │ 0   │ 0 │ 0  │ 2024-12-26 … │
-        └────────────────────────────────┴┴─────┴─────┴──┴─────┴───┴────┴──────────────┘
+        ┏━━━━━━━━━━┳━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━━━━┓
+        ┃ Run id   ┃ Strategy       ┃ Date       ┃ Status    ┃ Acc/sent ┃ Started UTC ┃
+        ┡━━━━━━━━━━╇━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━━━━┩
+        │ 0b1c2d3e │ alpha_baseline │ 2024-12-31 │ running   │ 5/5      │ -           │
+        │ 3a7f9c2e │ alpha_baseline │ 2024-12-30 │ partial   │ 1/4      │ 12-30 14:31 │
+        │ c4e6a8b0 │ momentum_v2    │ 2024-12-27 │ completed │ 4/4      │ 12-27 14:30 │
+        │ 71d3f5b7 │ alpha_baseline │ 2024-12-26 │ failed    │ 0/0      │ 12-26 09:05 │
+        └──────────┴────────────────┴────────────┴───────────┴──────────┴─────────────┘
         """
     )
 
