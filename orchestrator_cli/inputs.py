@@ -94,6 +94,8 @@ def parse_as_of(value: str | None) -> date | None:
     if value is None:
         return None
     try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):  # fromisoformat takes 20261127 too
+            raise ValueError(value)
         day = date.fromisoformat(value)
     except ValueError as exc:
         raise ConfigError(f"--as-of {value!r} is not a date: use YYYY-MM-DD") from exc

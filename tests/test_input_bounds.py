@@ -148,6 +148,12 @@ def test_a_trading_date_before_1900_is_refused(env):
     refused_with(invoke("run", "--symbols", "AAPL", "--as-of", "0001-01-01"), "is before 1900")
 
 
+@pytest.mark.parametrize("text", ["20261127", "2026-W48-5", "2026-11-27T00:00", " 2026-11-27"])
+def test_a_trading_date_in_another_format_is_refused(env, text):
+    """What the README and the error say, YYYY-MM-DD, and nothing else Python would read."""
+    refused_with(invoke("run", "--symbols", "AAPL", "--as-of", text), "use YYYY-MM-DD")
+
+
 @pytest.mark.parametrize(
     "args",
     [
