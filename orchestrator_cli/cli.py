@@ -93,22 +93,17 @@ def handle_errors(ctx: typer.Context) -> Iterator[None]:
     as_json = bool(ctx.params.get("json_output"))
     try:
         yield
-    except OrchError as exc:
-        if debug:
-            err.print_exception()
-        fail(str(exc), exc.exit_code, as_json=as_json)
-    except KeyboardInterrupt as exc:
-        fail(interrupted_text(ctx, exc), ExitCode.FAILED, as_json=as_json)
     except (typer.Exit, typer.Abort):
         raise
+    except KeyboardInterrupt as exc:
+        fail(interrupted_text(ctx, exc), ExitCode.FAILED, as_json=as_json)
     except Exception as exc:
         if debug:
             err.print_exception()
-        fail(
-            f"internal error: {type(exc).__name__}: {exc} (re-run with --debug for the traceback)",
-            ExitCode.INTERNAL,
-            as_json=as_json,
-        )
+        if isinstance(exc, OrchError):
+            fail(str(exc), exc.exit_code, as_json=as_json)
+        text = f"internal error: {type(exc).__name__}: {exc} (--debug shows the traceback)"
+        fail(text, ExitCode.INTERNAL, as_json=as_json)
 
 
 def interrupted_text(ctx: typer.Context, exc: KeyboardInterrupt) -> str:
@@ -182,7 +177,13 @@ def settings_from_options(ctx: typer.Context) -> Settings:
         if param.name in Settings.model_fields and value is not None and value is not False:
             given[param.name] = value
             spelled[param.name] = param.opts[0]
-    settings = load_settings(given, **spelled)
+    try:
+        settings = load_settings(given, **spelled)
+    except ConfigError:
+        with suppress(ConfigError):  # a bad option: the error is logged as the rest asks
+            fallback = load_settings()
+            setup_logging(fallback.log_level, fallback.log_format, fallback.log_file)
+        raise
     setup_logging(settings.log_level, settings.log_format, settings.log_file)
     for warning in env_file_warnings():
         logger.warning("%s", warning)
@@ -568,8 +569,7 @@ def runs_sync(
             )
 
 
-# cli_tools.py holds `orch sandbox`, `health`, `config` and `db upgrade`; importing registers them.
-from orchestrator_cli import cli_tools  # noqa: E402, F401
+from orchestrator_cli import cli_tools  # noqa: E402, F401 - registers sandbox, health, config, db
 
 
 def stop_on_sigterm(signum: int, frame: FrameType | None) -> None:

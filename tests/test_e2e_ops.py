@@ -320,6 +320,15 @@ def test_an_error_is_a_json_line_and_is_pinged(orch: Orch, recorder: Recorder) -
     assert recorder.paths("/ping") == [f"/ping/{PING_TOKEN}/start", f"/ping/{PING_TOKEN}/4"]
 
 
+def test_a_bad_option_is_an_error_line_in_the_log_format_asked_for(orch: Orch) -> None:
+    """The options are refused, the environment is not: its LOG_FORMAT still applies."""
+    done = orch("run", "--symbols", SYMBOLS, "--capital", "-5", LOG_FORMAT="json")
+    assert done.returncode == 4, done.stderr
+    (error,) = json_lines(done.stderr)
+    assert error["level"] == "ERROR"
+    assert error["msg"].startswith("Error: invalid configuration: --capital")
+
+
 def test_resume_is_observed_too(
     orch: Orch, sandbox: Sandbox, recorder: Recorder, tmp_path: Path
 ) -> None:
