@@ -172,6 +172,17 @@ class Settings(BaseSettings):
             return [part.strip().upper() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("restricted_symbols")
+    @classmethod
+    def _tickers(cls, value: frozenset[str]) -> frozenset[str]:
+        """A restriction that is no ticker (`[B]`, a typo'd separator) would never match."""
+        from orchestrator_cli.schemas import SYMBOL_PATTERN
+
+        wrong = sorted(symbol for symbol in value if not re.fullmatch(SYMBOL_PATTERN, symbol))
+        if wrong:
+            raise ValueError(f"{wrong[0][:20]!r} is not a ticker symbol (e.g. AAPL,BRK.B)")
+        return value
+
     @field_validator(
         "max_order_notional",
         "max_gross_exposure",

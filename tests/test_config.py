@@ -142,3 +142,15 @@ def test_other_programs_lines_in_env_file_are_left_alone(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".env").write_text('OTHER_TOOL="unclosed\nSTRATEGY_ID=momentum\n')
     assert load_settings().strategy_id == "momentum"
+
+
+@pytest.mark.parametrize("value", ["[b]", "AAPL;MSFT", "AAPL MSFT"])
+def test_a_restriction_that_is_no_ticker_is_refused(value):
+    """It could never match an order's symbol: the restriction would silently do nothing."""
+    with pytest.raises(ConfigError, match="is not a ticker symbol"):
+        load_settings({"restricted_symbols": value})
+
+
+def test_restricted_symbols_are_tickers_in_capitals():
+    settings = load_settings({"restricted_symbols": " aapl, BRK.B ,,"})
+    assert settings.restricted_symbols == {"AAPL", "BRK.B"}
