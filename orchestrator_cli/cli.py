@@ -111,13 +111,13 @@ def interrupted_text(ctx: typer.Context, exc: KeyboardInterrupt) -> str:
     is finished with `--sandbox`; `--force` again would abandon the run and plan anew."""
     sandbox = " --sandbox" if ctx.params.get("sandbox") else ""
     again = "without --force" if ctx.params.get("force") else "(same arguments)"
-    finish = "resuming"
-    if isinstance(exc, RunInterrupted):
-        finish = f"`orch runs resume {exc.run_id}{sandbox}`"
+    run_id = exc.run_id if isinstance(exc, RunInterrupted) else None
+    finish = f"`orch runs resume {run_id}{sandbox}`" if run_id else "resuming"
     return (
         "interrupted: no further order was sent. Orders already sent are recorded with their "
         f"client_order_id; `orch run{sandbox}` again {again} or {finish} settles and finishes "
-        "the run"
+        "the run (one stopped before its plan was recorded sent nothing: it is closed and "
+        "`orch run` plans the day anew)"
     )
 
 
