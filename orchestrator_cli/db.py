@@ -209,6 +209,21 @@ def current_revision(engine: Engine) -> str | None:
         return _revision(connection)
 
 
+def write_refusal(engine: Engine) -> str | None:
+    """Why a run could not write to the database, or None; writes nothing. SQLite: the file
+    and its folder (for the write-ahead log) must be writable; PostgreSQL: the session must
+    not be read-only (a standby, default_transaction_read_only)."""
+    if engine.dialect.name == "sqlite":
+        database = Path(engine.url.database or "")
+        for path in (database, database.parent):
+            if path.exists() and not os.access(path, os.W_OK):
+                return f"{path} is read-only for this user"
+        return None
+    with _reaching(engine), engine.connect() as connection:
+        read_only = connection.execute(text("SHOW transaction_read_only")).scalar_one()
+    return "the server takes no writes (transaction_read_only is on)" if read_only == "on" else None
+
+
 def head_revision() -> str:
     """The newest migration this version of `orch` ships."""
     return HEAD_REVISION

@@ -171,8 +171,11 @@ def check_database(settings: Settings) -> list[Check]:
     engine = db.make_engine(settings.database_url)
     try:
         current = db.current_revision(engine)
+        refusal = db.write_refusal(engine)
     finally:
         engine.dispose()
+    if refusal is not None:
+        return [Check("database", False, f"{shown} cannot be written: {refusal}")]
     head = db.head_revision()
     if current == head:
         return [Check("database", True, f"{shown} at migration {head}")]

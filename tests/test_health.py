@@ -4,6 +4,7 @@ the table. End to end against the sandbox: tests/test_e2e_health.py."""
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -13,6 +14,7 @@ import pytest
 import requests
 import responses
 from rich.console import Console
+from sqlalchemy import text
 
 from orchestrator_cli import db, health
 from orchestrator_cli.config import Settings
@@ -250,6 +252,42 @@ def test_postgres_not_migrated_fails_naming_the_fix(new_postgres_database) -> No
     assert not check.ok
     assert check.detail.endswith(
         f"is at migration empty, this orch needs {db.head_revision()}: run `orch db upgrade`"
+    )
+
+
+def test_a_sqlite_file_that_cannot_be_written_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only mount (or permissions): every run would fail taking the run lock."""
+    url = f"sqlite:///{tmp_path}/orch.db"
+    engine = db.make_engine(url)
+    db.prepare_database(engine)
+    engine.dispose()
+    real_access = os.access
+    monkeypatch.setattr(
+        db.os, "access", lambda path, mode: mode != os.W_OK and real_access(path, mode)
+    )
+    settings = Settings(database_url=url, _env_file=None)  # type: ignore[call-arg]
+    check = only(health.check_database(settings))
+    assert not check.ok
+    assert check.detail == f"{url} cannot be written: {tmp_path}/orch.db is read-only for this user"
+
+
+@pytest.mark.postgres
+def test_a_read_only_postgres_fails(new_postgres_database) -> None:
+    url = new_postgres_database()
+    engine = db.make_engine(url)
+    db.upgrade_database(engine)
+    with engine.connect() as connection:
+        name = connection.execute(text("SELECT current_database()")).scalar_one()
+        connection.execute(text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'))
+        connection.commit()
+    engine.dispose()
+    settings = Settings(database_url=url, _env_file=None)  # type: ignore[call-arg]
+    check = only(health.check_database(settings))
+    assert not check.ok
+    assert check.detail.endswith(
+        "cannot be written: the server takes no writes (transaction_read_only is on)"
     )
 
 
