@@ -32,6 +32,15 @@ LogFormat = Literal["text", "json"]
 NotifyOn = Literal["problems", "always", "never"]
 
 
+# The limits that `0`, `off` or `none` turn off, and that a blank value leaves at their default.
+BLANK_KEEPS_DEFAULT = (
+    "max_order_notional",
+    "max_gross_exposure",
+    "max_orders_per_run",
+    "max_price_move_pct",
+)
+
+
 def data_dir() -> Path:
     """The per-user directory for the default SQLite database and the sandbox state."""
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
@@ -183,13 +192,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{wrong[0][:20]!r} is not a ticker symbol (e.g. AAPL,BRK.B)")
         return value
 
-    @field_validator(
-        "max_order_notional",
-        "max_gross_exposure",
-        "max_orders_per_run",
-        "max_price_move_pct",
-        mode="before",
-    )
+    @field_validator(*BLANK_KEEPS_DEFAULT, mode="before")
     @classmethod
     def _zero_or_off_is_off(cls, value: Any) -> Any:
         """`0`, `off` or `none` turn a limit off; a blank value keeps the default (a stray

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator_cli.config import Settings, env_file_warnings, mask_url
+from orchestrator_cli.config import BLANK_KEEPS_DEFAULT, Settings, env_file_warnings, mask_url
 from orchestrator_cli.layout import print_table
 
 Source = Literal["environment", ".env", "default"]
@@ -62,17 +62,29 @@ def env_file_path() -> Path:
 
 
 def env_file_names(path: Path) -> set[str]:
-    """The upper-cased keys `.env` gives a value (a bare `KEY` line gives none)."""
+    """The upper-cased keys `.env` gives a value (a bare `KEY` line gives none, and a blank
+    `KEY=` of a setting that takes a blank as its default does not count either)."""
     if not path.is_file():
         return set()
     from dotenv import dotenv_values
 
-    return {key.strip().upper() for key, value in dotenv_values(path).items() if value is not None}
+    return {
+        key.strip().upper()
+        for key, value in dotenv_values(path).items()
+        if value is not None and not _blank_is_default(key, value)
+    }
+
+
+def _blank_is_default(variable: str, value: str) -> bool:
+    """A blank value of a limit keeps its default (`MAX_GROSS_EXPOSURE=` removes nothing)."""
+    return not value.strip() and variable.strip().lower() in BLANK_KEEPS_DEFAULT
 
 
 def source_of(variable: str, environ: Mapping[str, str], env_file: set[str]) -> Source:
     """Where pydantic-settings took `variable` from (names match in any case)."""
-    if any(name.upper() == variable for name in environ):
+    if any(
+        name.upper() == variable and not _blank_is_default(name, v) for name, v in environ.items()
+    ):
         return "environment"
     if variable in env_file:
         return ".env"
@@ -88,7 +100,7 @@ def shown(name: str, value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, frozenset | set):
-        return ",".join(sorted(value))
+        return ",".join(sorted(value)) or None
     if isinstance(value, Decimal):
         return format(value, "f")
     if name.endswith("_url"):

@@ -136,3 +136,16 @@ def test_environment_beats_env_file(tmp_path: Path) -> None:
     report = config_report(settings, environ={}, env_file=tmp_path / ".env")
     capital = next(row for row in report.settings if row.name == "capital")
     assert capital.source == "default"
+
+
+def test_a_blank_limit_is_reported_at_its_default(tmp_path: Path) -> None:
+    """`MAX_GROSS_EXPOSURE=` keeps the default limit: the default is where its value is from."""
+    assert source_of("MAX_GROSS_EXPOSURE", {"MAX_GROSS_EXPOSURE": " "}, set()) == "default"
+    assert source_of("MAX_GROSS_EXPOSURE", {"MAX_GROSS_EXPOSURE": "3"}, set()) == "environment"
+    (tmp_path / ".env").write_text("MAX_GROSS_EXPOSURE=\nMAX_ORDERS_PER_RUN=\n")
+    settings = Settings(_env_file=tmp_path / ".env")  # type: ignore[call-arg]
+    report = config_report(settings, environ={}, env_file=tmp_path / ".env")
+    rows = {row.name: row for row in report.settings}
+    assert (rows["max_gross_exposure"].value, rows["max_gross_exposure"].source) == ("2", "default")
+    assert rows["max_orders_per_run"].source == "default"
+    assert rows["restricted_symbols"].value is None  # shown as "-", not as an empty cell
