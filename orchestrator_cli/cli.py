@@ -381,7 +381,7 @@ def run(
                 order_progress=report,
             )
             outcome = runner.execute_run(request, services)
-        observation.record(outcome.result)
+        observation.record(outcome.result, outcome.action)
         early = str(market.close) if market is not None and market.close.early else None
         show_outcome(outcome, json_output=json_output, half_day_close=early, all_rows=all_rows)
 
@@ -531,7 +531,7 @@ def runs_resume(
             with db.transaction(services.sessions, "finding the run") as session:
                 found = store.resolve_run_id(session, run_id)
             outcome = runner.resume_run(found, execution, services)
-        observation.record(outcome.result)
+        observation.record(outcome.result, outcome.action)
         show_outcome(outcome, json_output=json_output, all_rows=all_rows)
 
 

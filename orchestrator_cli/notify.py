@@ -83,8 +83,9 @@ def message(finished: Finished) -> str:
     else:
         counts = order_outcomes(result)
         shown = ", ".join(f"{value} {name.replace('_', ' ')}" for name, value in counts.items())
+        earlier = " earlier; nothing was done now" if finished.action == "already_completed" else ""
         lines = [
-            f"orch run {result.strategy_id} {result.as_of_date}: {result.status} "
+            f"orch run {result.strategy_id} {result.as_of_date}: {result.status}{earlier} "
             f"(exit {finished.exit_code}), {result.num_signals} signals; orders: {shown}",
             f"run {result.run_id}",
         ]

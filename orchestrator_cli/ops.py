@@ -36,9 +36,10 @@ class Observation:
     """What the command tells the observation while it runs (the run's result, once known)."""
 
     result: RunResult | None = None
+    action: str | None = None  # `RunOutcome.action`: ran, resumed, already_completed, ...
 
-    def record(self, result: RunResult) -> None:
-        self.result = result
+    def record(self, result: RunResult, action: str | None = None) -> None:
+        self.result, self.action = result, action
         logs.bind(
             run_id=result.run_id, strategy_id=result.strategy_id, as_of_date=result.as_of_date
         )
@@ -55,6 +56,7 @@ class Finished:
     result: RunResult | None = None
     error: str | None = None  # a project error's message (already free of secrets)
     interrupted_run: str | None = None  # the run an interrupt stopped, to resume
+    action: str | None = None  # what the command did with the day's run (Observation.action)
     phase_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -160,6 +162,7 @@ def _finished(
         error=str(cause) if isinstance(cause, OrchError) else None,
         interrupted_run=cause.run_id if isinstance(cause, RunInterrupted) else None,
         phase_seconds={str(k): float(v) for k, v in phases.items()},
+        action=observation.action,
     )
 
 

@@ -220,6 +220,17 @@ def test_the_message_names_the_run_its_problems_and_how_to_finish_it() -> None:
     assert lines[-1] == f"to finish: orch runs resume {RUN_ID}"
 
 
+def test_a_day_already_done_says_so() -> None:
+    """NOTIFY_ON=always and a second cron line: the message must not read as a new run."""
+    done = result("completed", [order("MSFT", "filled")], num_orders_accepted=1)
+    first = notify.message(finished(done, 0, action="ran")).splitlines()[0]
+    again = notify.message(finished(done, 0, action="already_completed")).splitlines()[0]
+    assert first.startswith("orch run alpha_baseline 2025-03-03: completed (exit 0)")
+    assert again.startswith(
+        "orch run alpha_baseline 2025-03-03: completed earlier; nothing was done now (exit 0)"
+    )
+
+
 def test_a_run_with_nothing_left_to_send_has_no_resume_step() -> None:
     rejected = result("failed", [order("MSFT", "rejected")], num_orders_rejected=1)
     assert "orch runs resume" not in notify.message(finished(rejected, 1))
