@@ -37,6 +37,7 @@ from orchestrator_cli.schemas import (
     RunResult,
     RunSummary,
     money_text,
+    plural,
 )
 
 STATUS_STYLE = {
@@ -138,10 +139,6 @@ def mapping_table(
         ]
         table.add_row(*cells)
     return table
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _inputs(run: RunSummary) -> str:

@@ -65,6 +65,7 @@ from orchestrator_cli.schemas import (
     PriceBook,
     RunResult,
     RunStatus,
+    plural,
 )
 from orchestrator_cli.services import RunServices
 from orchestrator_cli.settlement import UNSETTLED, VANISHED, Settlement, refresh_run
@@ -184,7 +185,7 @@ class ActiveRun:
             unknown = store.order_rows(session, [self.run_id], outcomes=[OutcomeKind.UNKNOWN])
         if not unknown:
             return
-        self.services.progress(f"settling {len(unknown)} orders of unknown outcome")
+        self.services.progress(f"settling {plural(len(unknown), 'order')} of unknown outcome")
         with self.phases.phase("settle"):
             resend = self.settlement.settle(unknown)
         self._submitter.submit([PendingOrder.of(r) for r in resend])
@@ -231,7 +232,7 @@ class ActiveRun:
         except ServiceError as exc:
             refusal = str(exc)
         pending = [r for r in rows if r.outcome in UNSETTLED]
-        self.services.progress(f"settling {len(pending)} orders that may have reached the gateway")
+        self.services.progress(f"settling {plural(len(pending), 'order')} that may have been sent")
         with self.phases.phase("settle"):
             never_arrived = self.settlement.settle(pending)
         unsent = [r for r in rows if r.outcome in (OutcomeKind.NOT_SENT, OutcomeKind.BLOCKED)]
@@ -438,7 +439,7 @@ def _plan(run: ActiveRun, spec: RunSpec, earlier: Sequence[store.RunInfo]) -> Pl
     """Signals, positions (read meanwhile; a signals failure is raised first, as if read in
     order) plus what earlier runs still have open, prices, then sizing."""
     services, phase = run.services, run.phases.phase
-    services.progress(f"fetching signals for {len(spec.symbols)} symbols")
+    services.progress(f"fetching signals for {plural(len(spec.symbols), 'symbol')}")
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="orch-positions") as pool:
         positions_read = pool.submit(services.gateway.get_positions)
         with phase("signals"):
@@ -469,7 +470,7 @@ def _plan(run: ActiveRun, spec: RunSpec, earlier: Sequence[store.RunInfo]) -> Pl
             positions[symbol] = positions.get(symbol, Decimal(0)) + shares
     # Held symbols are priced too: limits check the notional of closing orders.
     wanted = [s.symbol for s in signals if s.target_weight != 0 or positions.get(s.symbol)]
-    services.progress(f"reading {len(wanted)} prices from {services.prices.name}")
+    services.progress(f"reading {plural(len(wanted), 'price')} from {services.prices.name}")
     with phase("prices"):
         try:
             now = services.clock()
@@ -589,7 +590,7 @@ def sync_run(run_id: uuid.UUID, execution: Execution, services: RunServices) -> 
         rows = store.order_rows(session, [run_id])
     settlement = Settlement(services, concurrency=execution.order_concurrency)
     if mode_of(info.dry_run).settles_with_gateway:
-        services.progress(f"asking the gateway about {len(rows)} orders")
+        services.progress(f"asking the gateway about {plural(len(rows), 'order')}")
         settlement.settle(rows)
     refresh_run(services, run_id)
     with _transaction(services, "reading the run") as session:

@@ -168,6 +168,11 @@ def money_text(value: Decimal) -> str:
     return format(normal, "f")
 
 
+def plural(count: int, noun: str) -> str:
+    """`1 order`, `3 orders`."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 MoneyOut = Annotated[Decimal, PlainSerializer(money_text, return_type=str, when_used="json")]
 NumberOut = Annotated[
     Decimal, PlainSerializer(json_number, return_type=float | int, when_used="json")

@@ -19,7 +19,7 @@ from decimal import Decimal
 from orchestrator_cli import db, store
 from orchestrator_cli.errors import ServiceError
 from orchestrator_cli.mode import mode_of
-from orchestrator_cli.schemas import OPEN_STATUSES, OrderDetail, OutcomeKind
+from orchestrator_cli.schemas import OPEN_STATUSES, OrderDetail, OutcomeKind, plural
 from orchestrator_cli.services import RunServices
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,9 @@ class Settlement:
             ]
         if not rows:
             return {}
-        self._services.progress(f"checking {len(rows)} orders of earlier runs at the gateway")
+        self._services.progress(
+            f"checking {plural(len(rows), 'order')} of earlier runs at the gateway"
+        )
         never_arrived = [r.mapping_id for r in self.settle(rows)]
         if self.unsettled:  # their fate unknown, they would be planned (and sent) again
             row, exc = self.unsettled[0]

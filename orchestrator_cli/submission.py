@@ -30,7 +30,7 @@ from orchestrator_cli.errors import DatabaseError
 from orchestrator_cli.outcomes import OutcomeWriter
 from orchestrator_cli.phases import PhaseTimer
 from orchestrator_cli.request import Execution
-from orchestrator_cli.schemas import OrderRequest, OutcomeKind, SubmitOutcome
+from orchestrator_cli.schemas import OrderRequest, OutcomeKind, SubmitOutcome, plural
 from orchestrator_cli.services import RunServices
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,8 @@ class Submitter:
         adding = [o for o in orders if not o.reduces]
         total = len(orders)
         self._services.progress(
-            f"submitting {total} orders: {len(reducing)} reducing first, then {len(adding)}"
+            f"submitting {plural(total, 'order')}: {len(reducing)} reducing first, then "
+            f"{len(adding)}"
         )
         writer = OutcomeWriter(
             self._services.sessions, on_failure=lambda: self._stop("the database failed")
