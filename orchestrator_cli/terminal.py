@@ -102,6 +102,7 @@ def setup_logging(level: str, log_format: str = "text", log_file: Path | None = 
         handler.setFormatter(line_formatter)
     handlers = [handler, *logs.file_handlers(log_file, line_formatter)]
     logging.basicConfig(level=level, handlers=handlers, format="%(message)s", force=True)
+    logging.captureWarnings(True)  # a library's warning is a log line too (JSON under json)
     for noisy in ("urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 

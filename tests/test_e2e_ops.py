@@ -329,6 +329,16 @@ def test_a_bad_option_is_an_error_line_in_the_log_format_asked_for(orch: Orch) -
     assert error["msg"].startswith("Error: invalid configuration: --capital")
 
 
+def test_a_librarys_warning_is_a_json_line_too(orch: Orch, tmp_path: Path) -> None:
+    """SQLAlchemy warns about a query argument it ignores: under LOG_FORMAT=json, as a record."""
+    url = f"sqlite:///{tmp_path}/orch.db?mode=ro"
+    done = orch("runs", "list", LOG_FORMAT="json", LOG_LEVEL="WARNING", DATABASE_URL=url)
+    assert done.returncode == 0, done.stderr
+    (warning,) = json_lines(done.stderr)
+    assert (warning["level"], warning["logger"]) == ("WARNING", "py.warnings")
+    assert "SAWarning" in warning["msg"]
+
+
 def test_resume_is_observed_too(
     orch: Orch, sandbox: Sandbox, recorder: Recorder, tmp_path: Path
 ) -> None:
