@@ -17,7 +17,6 @@ a short command (`runs list`, `config`) makes too few cycles to need a collectio
 from __future__ import annotations
 
 import gc
-import io
 import json
 import logging
 import signal
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 from rich.markup import escape
 
-from orchestrator_cli import __version__, logs
+from orchestrator_cli import __version__, logs, terminal
 from orchestrator_cli.errors import ConfigError, ExitCode, OrchError, RunInterrupted, ServiceError
 from orchestrator_cli.terminal import err, order_progress, out, setup_logging, stop_writing
 
@@ -587,11 +586,7 @@ def loaded() -> None:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, stop_on_sigterm)
-    for stream in (sys.stdout, sys.stderr):
-        # Text a stream's encoding cannot hold (a service's message on a latin-1 console, a
-        # lone surrogate) is printed as its escape rather than failing the command.
-        if isinstance(stream, io.TextIOWrapper):
-            stream.reconfigure(errors="backslashreplace")
+    terminal.prepare_streams()
     gc.disable()
     try:
         app()

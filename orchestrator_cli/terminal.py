@@ -9,6 +9,7 @@ UTC-stamped text and sending orders writes `sent 412/1,000 orders` at most once 
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -59,6 +60,18 @@ def stop_writing(stream: IO[str]) -> None:
         os.dup2(devnull, stream.fileno())  # the interpreter's last flush must not fail either
     finally:
         os.close(devnull)
+
+
+def prepare_streams() -> None:
+    """Text a stream's encoding cannot hold (a service's message on a latin-1 console, a lone
+    surrogate) is printed as its escape rather than failing the command; off a terminal,
+    Typer lays `--help` out at the tables' width (TERMINAL_WIDTH, unless set) instead of 80
+    columns, which cut long option names short."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+    if not sys.stdout.isatty():
+        os.environ.setdefault("TERMINAL_WIDTH", str(console_width(sys.stdout)))
 
 
 class _Console(Console):

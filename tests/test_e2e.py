@@ -596,3 +596,12 @@ def test_a_reader_that_stops_early_does_not_fail_the_command(
     assert "Error" not in stderr
     code, page = orch.json("runs", "list")
     assert (code, [r["status"] for r in page["runs"]]) == (0, ["completed"])
+
+
+def test_help_off_a_terminal_shows_every_option_whole(orch: Orch) -> None:
+    """Piped to a file or `less`, `--help` is laid out as wide as the tables: no option name
+    is cut short (at Typer's 80 columns, `--timeout-after-accep…`)."""
+    done = orch("sandbox", "--help", COLUMNS="")
+    assert done.returncode == 0, done.stderr
+    assert "--timeout-after-accept-rate" in done.stdout
+    assert "\u2026" not in done.stdout
