@@ -46,6 +46,7 @@ from orchestrator_cli.schemas import (
 from orchestrator_cli.transport import (
     RETRYABLE_STATUSES,
     HttpClient,
+    Permit,
     describe_error,
     never_sent,
     parse_retry_after,
@@ -222,12 +223,18 @@ class GatewayClient:
 
     # --- orders ---------------------------------------------------------------------------
 
-    def submit_order(self, order: OrderRequest) -> SubmitOutcome:
-        """POST (retried under the same client_order_id) and classify the answer; never raises."""
+    def submit_order(self, order: OrderRequest, permit: Permit | None = None) -> SubmitOutcome:
+        """POST (retried under the same client_order_id) and classify the answer; never raises.
+        Each attempt goes out only if `permit` (asked once its turn has come) allows it."""
         log = _DeliveryLog()
         try:
             response = self._http.request(
-                "POST", ORDERS_PATH, json_body=order.wire(), observe=log.note, paced=True
+                "POST",
+                ORDERS_PATH,
+                json_body=order.wire(),
+                observe=log.note,
+                paced=True,
+                permit=permit,
             )
         except requests.RequestException as exc:
             return self._transport_outcome(order, exc, log)

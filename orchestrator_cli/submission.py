@@ -133,11 +133,16 @@ class Submitter:
                 message=f"not sent: {self._execution.deadline_cause} passed first",
                 sent=False,
             )
-        outcome = self._services.gateway.submit_order(order)
+        # Asked again once its turn at the gateway has come (a pacing wait can be long).
+        outcome = self._services.gateway.submit_order(order, permit=self._services.send_permit)
         if outcome.stops_run:
             self._stop(outcome.message or outcome.order_status)
-        elif outcome.kind is OutcomeKind.NOT_SENT and self._halt.is_set():
-            return self._blocked(order)  # it gave up waiting for its turn when the run halted
+        elif outcome.kind is OutcomeKind.NOT_SENT:
+            refusal = self._services.send_permit()
+            if refusal is not None:
+                self._stop(refusal)
+            if self._halt.is_set():
+                return self._blocked(order)  # it gave up waiting for its turn: the run halted
         return outcome
 
     def _send_and_record(self, order: PendingOrder, writer: OutcomeWriter) -> SubmitOutcome:

@@ -47,6 +47,8 @@ DETAIL_LIMIT = 200
 
 # Sees every attempt's response or transport error.
 Observer = Callable[[requests.Response | requests.RequestException], None]
+# Asked just before an attempt goes out: None to send it, else why not (a run lock lost).
+Permit = Callable[[], str | None]
 
 
 def never_final(_response: requests.Response) -> bool:
@@ -340,14 +342,16 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         observe: Observer | None = None,
         paced: bool = False,
+        permit: Permit | None = None,
     ) -> requests.Response:
         """Send with retries; returns the final response (possibly a retryable status).
 
         Raises `requests.RequestException` when the last attempt failed in transport, and
         `NotAdmittedError` when the first attempt could not start in time (the gate's wait
-        reaches past the deadline); a later attempt refused so returns the previous answer.
-        `observe` sees every attempt's response or transport error, not only the last.
-        `paced` requests take the gate's pacing slots.
+        reaches past the deadline) or `permit` refused it; a later attempt refused so returns
+        the previous answer. `observe` sees every attempt's response or transport error, not
+        only the last. `paced` requests take the gate's pacing slots. `permit` is asked once
+        an attempt's turn has come, just before it goes out (after any wait at the gate).
         """
         body = None
         all_headers = {"Accept": "application/json", **(headers or {})}
@@ -355,7 +359,7 @@ class HttpClient:
             body = json.dumps(json_body, separators=(",", ":")).encode()
             all_headers["Content-Type"] = "application/json"
         url = f"{self.base_url}{path}"
-        attempt = _Attempts(self, method, url, body, params, all_headers, observe, paced)
+        attempt = _Attempts(self, method, url, body, params, all_headers, observe, paced, permit)
         retrying = Retrying(
             retry=retry_if_exception(_is_transient),
             stop=self._stop,
@@ -390,11 +394,14 @@ class _Attempts:
     headers: Mapping[str, str]
     observe: Observer | None = None
     paced: bool = False
+    permit: Permit | None = None
     answers: list[requests.Response | requests.RequestException] = field(default_factory=list)
 
     def __call__(self) -> requests.Response:
         client = self.client
         client.shared_gate.admit(deadline=client.deadline, paced=self.paced)
+        if self.permit is not None and self.permit() is not None:
+            raise NotAdmittedError("stopped")
         try:
             response = client.send_once(self.method, self.url, self.body, self.params, self.headers)
         except requests.RequestException as exc:

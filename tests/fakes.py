@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -152,7 +152,17 @@ class FakeGateway:
             strategy_id=self.filed_under,
         )
 
-    def submit_order(self, order: OrderRequest) -> SubmitOutcome:
+    def submit_order(
+        self, order: OrderRequest, permit: Callable[[], str | None] | None = None
+    ) -> SubmitOutcome:
+        if permit is not None and permit() is not None:  # asked once its turn came, as HTTP is
+            return SubmitOutcome(
+                client_order_id=order.client_order_id,
+                kind=OutcomeKind.NOT_SENT,
+                order_status="not_sent",
+                message="not sent: orch stopped sending while it waited for its turn",
+                sent=False,
+            )
         with self.lock:
             self.events.append(("start", order.client_order_id))
         try:

@@ -621,3 +621,25 @@ def test_config_without_dry_run_is_a_bad_payload(rsps, gateway):
     add_reply(rsps, responses.GET, f"{BASE}/api/v1/config", (200, {"alpaca_paper": True}))
     with pytest.raises(ServiceError, match="dry_run: Field required"):
         gateway.get_config()
+
+
+def test_an_attempt_the_permit_refuses_is_not_sent(rsps, gateway):
+    """Asked once the order's turn has come: a run lock lost while it waited sends nothing."""
+    outcome = gateway.submit_order(ORDER, permit=lambda: "the run lock was taken")
+    assert (outcome.kind, outcome.sent) == (NOT_SENT, False)
+    assert len(rsps.calls) == 0  # `rsps` fails any request it was not told of
+
+
+def test_a_retry_the_permit_refuses_keeps_the_earlier_answer(rsps, gateway, sleeps):
+    """The first attempt timed out (it may have arrived): a refused retry leaves it unknown."""
+    asked = []
+
+    def permit() -> str | None:
+        asked.append(True)
+        return None if len(asked) == 1 else "the run lock was taken"
+
+    rsps.add(responses.POST, ORDERS_URL, body=requests.exceptions.ReadTimeout("slow"))
+    outcome = gateway.submit_order(ORDER, permit=permit)
+    assert outcome.kind is UNKNOWN
+    assert len(rsps.calls) == 1
+    assert len(asked) == 2

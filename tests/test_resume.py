@@ -23,7 +23,7 @@ from fakes import (
     services_for,
     signals_of,
 )
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 
 from orchestrator_cli import locking, store
 from orchestrator_cli.errors import ConfigError, RunInProgressError
@@ -501,19 +501,14 @@ def test_a_rerun_that_cannot_settle_earlier_orders_plans_nothing(session_factory
 
 
 def test_a_run_for_an_earlier_date_waits_for_todays_run(session_factory):
-    """Its orders go out today, into the account today's run is trading: one at a time."""
+    """Its orders go out today, into the account today's run is trading: one at a time (the
+    CLI refuses such a run; a Python caller of the runner may still make one)."""
     put_lock(session_factory, "elsewhere:4242", timedelta(seconds=5))  # today's, alive
     gateway = FakeGateway()
     earlier = make_request(["AAPL", "MSFT", "GOOGL"], as_of_date=AS_OF - timedelta(days=1))
     with pytest.raises(RunInProgressError):
         execute_run(earlier, services(session_factory, gateway))
     assert gateway.sent == []
-    with session_factory.begin() as session:
-        session.execute(delete(RunLockRow))
-    done = execute_run(earlier, services(session_factory, gateway))
-    assert done.result.status == "completed"
-    with session_factory() as session:
-        assert session.scalars(select(RunLockRow)).all() == []  # both released
 
 
 class MisdescribingGateway(FakeGateway):
@@ -546,3 +541,25 @@ def test_a_look_up_describing_another_order_is_not_taken(session_factory, change
     why = next(text for text in synced.unsettled if text.startswith(order.client_order_id or "-"))
     assert "bad payload: it describes" in why
     assert f"not the recorded buy {order.order_qty} AAPL" in why
+
+
+def test_an_order_whose_turn_comes_after_the_lock_is_lost_is_not_sent(session_factory):
+    """Asked again once its turn at the gateway has come (a pacing wait can be long): the
+    lock lost meanwhile, the order stays unsent and so does every later one."""
+    gateway = FakeGateway()
+    asked: list[int] = []
+
+    def permit() -> str | None:
+        asked.append(len(gateway.sent))
+        # Before the second order is sent (its second question), another host has the lock.
+        return "the run lock was taken by another process" if len(asked) >= 4 else None
+
+    run_services = services(session_factory, gateway)
+    run_services.send_permit = permit
+    outcome = execute_run(make_request(["AAPL", "MSFT", "GOOGL"]), run_services)
+    assert len(gateway.sent) == 1
+    sent = {order.client_order_id for order in gateway.sent}
+    unsent = [m for m in outcome.result.mappings if m.client_order_id not in (None, *sent)]
+    assert unsent
+    assert {m.order_status for m in unsent} == {"blocked"}
+    assert all("taken by another process" in (m.detail or "") for m in unsent)

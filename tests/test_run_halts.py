@@ -32,7 +32,7 @@ class WaitingGateway(FakeGateway):
         super().__init__(answers={"MSFT": "kill_switch"})
         self.stopped = threading.Event()
 
-    def submit_order(self, order: OrderRequest) -> SubmitOutcome:
+    def submit_order(self, order: OrderRequest, permit: object = None) -> SubmitOutcome:
         if order.symbol != "GOOGL":
             return super().submit_order(order)
         assert self.stopped.wait(10), "the halt did not stop the waiting request"
