@@ -40,7 +40,8 @@ def trading_date(now: datetime, tz: ZoneInfo = EXCHANGE_TZ) -> date:
 
 
 def check_as_of(as_of: date, now: datetime, tz: ZoneInfo = EXCHANGE_TZ) -> str | None:
-    """Refuse a trading date after today's; a warning when it is an earlier one.
+    """Refuse a trading date after today's; a warning when it is an earlier one (which only a
+    dry run may plan: `refuse_earlier_day`).
 
     Whether either day has a session is the calendar's question (`market_for_run`), not this
     one's: with the calendar ignored, a weekend `--as-of` that is today draws no warning.
@@ -50,10 +51,23 @@ def check_as_of(as_of: date, now: datetime, tz: ZoneInfo = EXCHANGE_TZ) -> str |
         raise ConfigError(f"--as-of {as_of} is after today's date {today} ({tz.key})")
     if as_of < today:
         return (
-            f"--as-of {as_of} is an earlier day than today ({today}, {tz.key}): orders go out "
-            "now, at today's prices"
+            f"--as-of {as_of} is an earlier day than today ({today}, {tz.key}): the plan is "
+            "made from today's positions and prices"
         )
     return None
+
+
+def refuse_earlier_day(as_of: date, today: date, *, sends_orders: bool) -> date:
+    """`as_of`, unless a run that sends orders asks for an earlier day than today: its orders
+    would go out today, into the account today's run trades, beside that run and the orders it
+    has open, which the earlier day's run never sees (each day's runs settle their own)."""
+    if sends_orders and as_of < today:
+        raise ConfigError(
+            f"--as-of {as_of} is an earlier day than today ({today}): its orders would go out "
+            "today, beside today's run and its open orders; orch sends orders for today's "
+            "trading date only (--dry-run shows that day's plan)"
+        )
+    return as_of
 
 
 @dataclass(frozen=True)
@@ -188,8 +202,8 @@ def market_for(
 ) -> MarketOpen | MarketClosed | None:
     """Whether the market is open for `orch run` (None: IGNORE_CALENDAR, nothing is read).
 
-    A date after today's is refused; an earlier one is a warning when the run goes ahead
-    (its orders go out now).
+    A date after today's is refused; an earlier one with a session is refused too unless the
+    run is a dry run, which it is a warning for (`refuse_earlier_day`).
     """
     calendar = None
     if not settings.ignore_calendar:
@@ -199,6 +213,8 @@ def market_for(
     market = None if calendar is None else market_for_run(calendar, now, as_of)
     if isinstance(market, MarketClosed):
         return market
+    if as_of is not None:
+        refuse_earlier_day(as_of, trading_date(now, tz), sends_orders=not settings.dry_run)
     if warning is not None:
         logger.warning("%s", warning)
     if market is not None and market.close.early:

@@ -102,7 +102,7 @@ def _transaction(services: RunServices, what: str) -> AbstractContextManager[Ses
 def _locked(
     services: RunServices, execution: Execution, strategy_id: str, as_of: date, run_id: uuid.UUID
 ) -> AbstractContextManager[tuple[RunServices, list[RunLock]]]:
-    """The run locks of a run that sends: its date's, and today's when its date is earlier."""
+    """The run locks of a run that sends: its date's, and today's for an earlier date."""
     today = trading_date(services.clock())
     return holding(
         services,
@@ -541,10 +541,10 @@ def _resume_refusal(
         )
     today = trading_date(services.clock())
     started = trading_date(info.started_at)
-    if started != today:
+    if started != today or info.as_of_date != today:
         return (
-            f"run {run_id} started on trading day {started}, not today ({today}): its plan is "
-            f"stale. Nothing was sent; `orch runs sync {run_id}` records what reached the gateway"
+            f"run {run_id} is for {info.as_of_date} (started {started}), not today ({today}): "
+            f"its plan is stale. Nothing was sent; `orch runs sync {run_id}` records the rest"
         )
     return None
 

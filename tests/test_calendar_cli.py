@@ -112,11 +112,17 @@ def test_ignore_calendar_runs_on_a_holiday(
     orch: Orch, sandbox: Sandbox, tmp_path: Path, built_cache: Path
 ) -> None:
     with_cache(tmp_path, built_cache)
-    code, run = orch.json("run", "--symbols", SYMBOLS, "--as-of", "2026-11-26", "--ignore-calendar")
+    # A real run may trade today only: the earlier holiday is planned as a dry run.
+    args = ("run", "--symbols", SYMBOLS, "--as-of", "2026-11-26", "--ignore-calendar")
+    code, run = orch.json(*args, "--dry-run")
     assert code == 0
     assert (run["action"], run["status"], run["as_of_date"]) == ("ran", "completed", "2026-11-26")
-    assert run["num_orders_accepted"] == sandbox.state.orders_created() > 0
+    assert sum(1 for m in run["mappings"] if m["client_order_id"]) > 0
     assert all(count > 0 for count in sandbox.requests_seen.values()), sandbox.requests_seen
+    refused = orch(*args)
+    assert refused.returncode == 4, refused.stderr
+    assert "is an earlier day than today" in refused.stderr
+    assert sandbox.state.orders_created() == 0
 
 
 @pytest.mark.e2e

@@ -199,10 +199,10 @@ def test_as_of_today_on_a_weekend_draws_no_contradiction() -> None:
     assert check_as_of(date(2026, 11, 29), utc(2026, 11, 29, 15)) is None
 
 
-def test_as_of_an_earlier_day_warns_that_orders_go_out_now() -> None:
+def test_as_of_an_earlier_day_warns_that_the_plan_is_made_from_today() -> None:
     assert check_as_of(date(2026, 11, 24), utc(2026, 11, 25, 15)) == (
         "--as-of 2026-11-24 is an earlier day than today (2026-11-25, America/New_York): "
-        "orders go out now, at today's prices"
+        "the plan is made from today's positions and prices"
     )
 
 

@@ -511,6 +511,24 @@ def test_a_run_for_an_earlier_date_waits_for_todays_run(session_factory):
     assert gateway.sent == []
 
 
+def test_resume_refuses_a_run_for_an_earlier_day_started_today(session_factory):
+    """A run for an earlier --as-of (made before such runs were refused) and killed: today's
+    run has traded since, so its plan is stale even though it started today."""
+    gateway = FakeGateway()
+    crash_after(gateway, 1)
+    earlier = services(session_factory, gateway)
+    earlier.clock = lambda: NOW - timedelta(days=1)  # as it was planned, for its day
+    with pytest.raises(Crash):
+        execute_run(make_request(["AAPL", "MSFT", "GOOGL"], as_of_date=None), earlier)
+    gateway.on_submit = None
+    with session_factory.begin() as session:  # it started today
+        session.execute(update(OrchestrationRun).values(started_at=NOW))
+        run_id = session.scalars(select(OrchestrationRun.run_id)).one()
+    with pytest.raises(ConfigError, match=r"is for 2024-12-30 .* not today .*plan is stale"):
+        resume_run(run_id, EXECUTION, services(session_factory, gateway))
+    assert len(gateway.sent) == 1
+
+
 class MisdescribingGateway(FakeGateway):
     """Answers a look-up with a record of another order (symbol, side or quantity)."""
 
