@@ -564,7 +564,7 @@ def runs_sync(
             raise ServiceError(
                 f"could not settle {len(synced.unsettled)} of {synced.orders} orders of run "
                 f"{found} at the gateway (first: {synced.unsettled[0]}); their records are "
-                f"unchanged: `orch runs sync {found}` again once the gateway answers"
+                f"unchanged: see to it, then `orch runs sync {found}` again"
             )
 
 
