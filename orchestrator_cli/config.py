@@ -69,7 +69,19 @@ def sandbox_settings(settings: Settings) -> Settings:
     database = state.with_suffix(".db")
     if database == state:
         database = state.with_name(f"{state.name}.runs.db")
+    real = settings.database_url.removeprefix("sqlite:///").split("?")[0]
+    if settings.database_url.startswith("sqlite:///") and _same_file(Path(real), database):
+        raise ConfigError(
+            f"SANDBOX_STATE_FILE {state} would record sandbox runs in {database}, which is "
+            "DATABASE_URL: give the sandbox's state file another name"
+        )
     return settings.model_copy(update={"database_url": f"sqlite:///{database}"})
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    if one.exists() and other.exists():
+        return one.samefile(other)
+    return one.expanduser().resolve() == other.expanduser().resolve()
 
 
 def _check_http_url(value: str) -> str:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from orchestrator_cli.config import load_settings, mask_url
+from orchestrator_cli.config import load_settings, mask_url, sandbox_settings
 from orchestrator_cli.errors import ConfigError
 
 
@@ -154,3 +154,18 @@ def test_a_restriction_that_is_no_ticker_is_refused(value):
 def test_restricted_symbols_are_tickers_in_capitals():
     settings = load_settings({"restricted_symbols": " aapl, BRK.B ,,"})
     assert settings.restricted_symbols == {"AAPL", "BRK.B"}
+
+
+def test_the_sandbox_never_records_its_runs_in_database_url(tmp_path):
+    """A state file named like the database (orch.json beside orch.db) would put sandbox
+    runs in the real audit trail, where they make the real day 'already completed'."""
+    settings = load_settings(
+        {
+            "database_url": f"sqlite:///{tmp_path}/orch.db",
+            "sandbox_state_file": tmp_path / "orch.json",
+        }
+    )
+    with pytest.raises(ConfigError, match="which is DATABASE_URL: give the sandbox's state file"):
+        sandbox_settings(settings)
+    apart = settings.model_copy(update={"sandbox_state_file": tmp_path / "sandbox.json"})
+    assert sandbox_settings(apart).database_url == f"sqlite:///{tmp_path}/sandbox.db"
