@@ -91,6 +91,17 @@ class FakeSignals:
         return self.response
 
 
+def not_sent(order: OrderRequest, message: str) -> SubmitOutcome:
+    """The outcome of an order that never left (its turn at the gateway never came)."""
+    return SubmitOutcome(
+        client_order_id=order.client_order_id,
+        kind=OutcomeKind.NOT_SENT,
+        order_status="not_sent",
+        message=message,
+        sent=False,
+    )
+
+
 class FakeGateway:
     """Answers each order by symbol from `answers` (a gateway status or an outcome kind)."""
 
@@ -156,13 +167,7 @@ class FakeGateway:
         self, order: OrderRequest, permit: Callable[[], str | None] | None = None
     ) -> SubmitOutcome:
         if permit is not None and permit() is not None:  # asked once its turn came, as HTTP is
-            return SubmitOutcome(
-                client_order_id=order.client_order_id,
-                kind=OutcomeKind.NOT_SENT,
-                order_status="not_sent",
-                message="not sent: orch stopped sending while it waited for its turn",
-                sent=False,
-            )
+            return not_sent(order, "not sent: orch stopped sending while it waited for its turn")
         with self.lock:
             self.events.append(("start", order.client_order_id))
         try:

@@ -12,13 +12,14 @@ from fakes import (
     FakePrices,
     FakeSignals,
     make_request,
+    not_sent,
     run,
     services_for,
     signals_of,
 )
 
 from orchestrator_cli.runner import execute_run
-from orchestrator_cli.schemas import GatewayConfig, OrderRequest, OutcomeKind, SubmitOutcome
+from orchestrator_cli.schemas import GatewayConfig, OrderRequest, SubmitOutcome
 
 
 def by_symbol(result):
@@ -36,13 +37,7 @@ class WaitingGateway(FakeGateway):
         if order.symbol != "GOOGL":
             return super().submit_order(order)
         assert self.stopped.wait(10), "the halt did not stop the waiting request"
-        return SubmitOutcome(
-            client_order_id=order.client_order_id,
-            kind=OutcomeKind.NOT_SENT,
-            order_status="not_sent",
-            message="not sent: orch stopped sending while it waited",
-            sent=False,
-        )
+        return not_sent(order, "not sent: orch stopped sending while it waited")
 
 
 def test_a_halt_stops_requests_waiting_for_their_turn_and_records_them_blocked(
