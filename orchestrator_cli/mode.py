@@ -62,8 +62,11 @@ class RunMode:
             return "failed"
         return "partial"
 
-    def describe_problems(self, counts: OutcomeCounts, run_id: uuid.UUID) -> str | None:
-        """A one-line summary of what went wrong in a run, or None when nothing did."""
+    def describe_problems(
+        self, counts: OutcomeCounts, run_id: uuid.UUID, *, stopped_by: str | None = None
+    ) -> str | None:
+        """A one-line summary of what went wrong in a run, or None when nothing did. A run
+        `stopped_by` its run lock's loss is not to be resumed: the run that took it goes on."""
         parts = [
             f"{n} {label}"
             for n, label in (
@@ -80,7 +83,9 @@ class RunMode:
             return None
         text = ", ".join(parts)
         unfinished = counts.unknown + counts.not_sent + counts.blocked
-        if self.sends_orders and (unfinished or counts.planned):
+        if stopped_by is not None:
+            text += f"; {stopped_by}: the run that took the lock carries on"
+        elif self.sends_orders and (unfinished or counts.planned):
             text += f"; `orch runs resume {run_id}` settles and sends what is left"
         return text
 

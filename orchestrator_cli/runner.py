@@ -201,8 +201,9 @@ class ActiveRun:
             counts = store.outcome_counts(session, self.run_id)
             final = status or self.mode.status(counts)
             message = error_message
-            if message is None and final != "completed":
-                message = self.mode.describe_problems(counts, self.run_id)
+            if message is None and final != "completed":  # a run lock lost: not to be resumed
+                lost = self.services.send_permit()
+                message = self.mode.describe_problems(counts, self.run_id, stopped_by=lost)
             store.finish_run(
                 session,
                 self.run_id,
@@ -293,10 +294,9 @@ def execute_run(request: RunRequest, services: RunServices) -> RunOutcome:
     A dry run sends nothing, so it takes no lock, never blocks a real run and never touches
     another run: it plans from positions and the orders of finished runs.
     """
-    spec, execution = request.spec, request.execution
+    spec, execution, run_id = request.spec, request.execution, uuid.uuid4()
     as_of = spec.as_of_date or trading_date(services.clock())
     mode = mode_of(spec.dry_run)
-    run_id = uuid.uuid4()
     locked = _locked(services, execution, spec.strategy_id, as_of, run_id)
     with locked if mode.takes_lock else nullcontext((services, [])) as (services, locks):
         _warn_unfinished_earlier(services, spec.strategy_id, as_of)

@@ -462,6 +462,10 @@ def test_a_run_whose_lock_was_taken_over_sends_nothing_more(session_factory, mon
     blocked = [m for m in outcome.result.mappings if m.order_status == "blocked"]
     assert len(blocked) == 1
     assert "was taken by another process" in (blocked[0].detail or "")
+    # Not to be resumed (a resume would be refused): the run that took the lock goes on.
+    message = outcome.result.error_message or ""
+    assert message.endswith("no further order is sent: the run that took the lock carries on")
+    assert "orch runs resume" not in message
 
 
 def test_a_held_lock_is_confirmed_without_the_database_within_its_lease(session_factory):
