@@ -57,17 +57,16 @@ def check_as_of(as_of: date, now: datetime, tz: ZoneInfo = EXCHANGE_TZ) -> str |
     return None
 
 
-def refuse_earlier_day(as_of: date, today: date, *, sends_orders: bool) -> date:
-    """`as_of`, unless a run that sends orders asks for an earlier day than today: its orders
-    would go out today, into the account today's run trades, beside that run and the orders it
-    has open, which the earlier day's run never sees (each day's runs settle their own)."""
+def refuse_earlier_day(as_of: date, today: date, *, sends_orders: bool) -> None:
+    """Refuse a run that sends orders for an earlier day than today: its orders would go out
+    today, into the account today's run trades, beside that run and the orders it has open,
+    which the earlier day's run never sees (each day's runs settle their own)."""
     if sends_orders and as_of < today:
         raise ConfigError(
             f"--as-of {as_of} is an earlier day than today ({today}): its orders would go out "
             "today, beside today's run and its open orders; orch sends orders for today's "
             "trading date only (--dry-run shows that day's plan)"
         )
-    return as_of
 
 
 @dataclass(frozen=True)

@@ -82,9 +82,8 @@ def _blank_is_default(variable: str, value: str) -> bool:
 
 def source_of(variable: str, environ: Mapping[str, str], env_file: set[str]) -> Source:
     """Where pydantic-settings took `variable` from (names match in any case)."""
-    if any(
-        name.upper() == variable and not _blank_is_default(name, v) for name, v in environ.items()
-    ):
+    given = (name for name, value in environ.items() if not _blank_is_default(name, value))
+    if any(name.upper() == variable for name in given):
         return "environment"
     if variable in env_file:
         return ".env"

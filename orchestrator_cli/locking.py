@@ -2,10 +2,11 @@
 
 The lock is a row in `run_locks` keyed by (strategy, date), so the database enforces it for
 every process that shares the database, SQLite or PostgreSQL. A run for an earlier date
-(`--as-of`) holds today's lock too (`holding`): its orders go out today, into the account
-today's run trades. Its holder (`host:pid`) beats
-a heartbeat while it runs. Heartbeats are written and judged by the database's clock, never a
-machine's own, so a host whose clock is ahead cannot think a live holder's heartbeat old.
+(`--as-of`, which the CLI refuses to a run that sends, but a Python caller may make) holds
+today's lock too (`holding`): its orders go out today, into the account today's run trades.
+Its holder (`host:pid`) beats a heartbeat while it runs. Heartbeats are written and judged by
+the database's clock, never a machine's own, so a host whose clock is ahead cannot think a
+live holder's heartbeat old.
 
 A holder on this host is dead exactly when its process is gone (or a zombie awaiting its
 parent): a run killed a moment ago is taken over at once, and a live one is never taken over,

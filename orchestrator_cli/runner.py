@@ -197,12 +197,12 @@ class ActiveRun:
 
     def finish(self, status: RunStatus | None, error_message: str | None) -> RunResult:
         """Close the run (its status derived from its orders unless given) and read it back."""
+        lost = self.services.send_permit()  # a run lock lost: the run is not to be resumed
         with _transaction(self.services, "finishing the run") as session:
             counts = store.outcome_counts(session, self.run_id)
             final = status or self.mode.status(counts)
             message = error_message
-            if message is None and final != "completed":  # a run lock lost: not to be resumed
-                lost = self.services.send_permit()
+            if message is None and final != "completed":
                 message = self.mode.describe_problems(counts, self.run_id, stopped_by=lost)
             store.finish_run(
                 session,
